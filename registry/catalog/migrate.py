@@ -1,0 +1,55 @@
+"""Alembic, driven from code: ``registry db upgrade | current | check`` and the schema gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+from registry.catalog.base import Base
+from registry.config import alembic_ini, migrations_dir
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config(str(alembic_ini()))
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision(engine: Engine) -> str:
+    heads = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations must have exactly one head, found {heads}")
+    return heads[0]
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_empty(engine: Engine) -> bool:
+    names = set(inspect(engine).get_table_names())
+    return not (names - {"alembic_version"})
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    command.downgrade(alembic_config(engine), revision)
+
+
+def drift(engine: Engine) -> list[Any]:
+    """Differences between the models and the migrated database (empty list: none)."""
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+        return list(compare_metadata(ctx, Base.metadata))

@@ -1,0 +1,142 @@
+"""Digests of bytes: sha256 (identity), blake3 (re-verification) and git blob sha1 (the Hub's oid).
+
+Ingest computes all three in one pass. sha256 and blake3 both release the GIL, so each large
+chunk is hashed by both at once on two threads: the pass costs about what sha256 alone costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3 as _blake3
+
+# The Hub stores files of 10 MiB and more (and all binaries) in LFS; smaller text files keep a git
+# blob sha1 as their tree oid. We keep the sha1 for every file under this size.
+LFS_THRESHOLD = 10 * 1024 * 1024
+CHUNK = 8 * 1024 * 1024
+_PARALLEL_MIN = 1024 * 1024
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blake3")
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    sha256: str
+    blake3: str
+    git_sha1: str | None  # None for files at or over LFS_THRESHOLD
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer file the Hub stores in git for an LFS object."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def lfs_pointer_oid(sha256: str, size: int) -> str:
+    """The tree ``oid`` the Hub reports for an LFS file: the git sha1 of its pointer."""
+    return git_blob_sha1(lfs_pointer(sha256, size))
+
+
+class MultiHasher:
+    """Feed bytes in order; ``finish()`` returns all digests. Needs the size up front for git sha1."""
+
+    def __init__(self, expected_size: int | None = None, *, git: bool | None = None) -> None:
+        self._sha = hashlib.sha256()
+        self._b3 = _blake3.blake3()
+        want_git = git if git is not None else (expected_size is not None and expected_size < LFS_THRESHOLD)
+        self._git = None
+        if want_git:
+            if expected_size is None:
+                raise ValueError("git blob sha1 needs the size before the bytes")
+            self._git = hashlib.sha1(b"blob %d\0" % expected_size)
+        self._expected = expected_size
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        n = len(chunk)
+        if n >= _PARALLEL_MIN:
+            pending = _pool.submit(self._b3.update, chunk)
+            self._sha.update(chunk)
+            if self._git is not None:
+                self._git.update(chunk)
+            pending.result()
+        else:
+            self._sha.update(chunk)
+            self._b3.update(chunk)
+            if self._git is not None:
+                self._git.update(chunk)
+        self._size += n
+
+    def finish(self) -> Digests:
+        git = None
+        if self._git is not None:
+            # A size that differs from the announced one makes the sha1 meaningless: drop it.
+            git = self._git.hexdigest() if self._size == self._expected else None
+        return Digests(self._size, self._sha.hexdigest(), self._b3.hexdigest(), git)
+
+
+def hash_file(path: Path | str, *, chunk_size: int = CHUNK) -> Digests:
+    """One pass over a file: sha256 + blake3 (+ git sha1 under the LFS threshold)."""
+    size = os.stat(path).st_size
+    hasher = MultiHasher(size)
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            hasher.update(view[:n])
+    return hasher.finish()
+
+
+def hash_bytes(data: bytes) -> Digests:
+    hasher = MultiHasher(len(data))
+    hasher.update(data)
+    return hasher.finish()
+
+
+def blake3_file(path: Path | str, *, threads: int | None = None) -> str:
+    """Re-verification hash: blake3 over a memory map, on every core."""
+    max_threads = _blake3.blake3.AUTO if threads is None else threads
+    hasher = _blake3.blake3(max_threads=max_threads)
+    if os.stat(path).st_size == 0:
+        return hasher.hexdigest()
+    hasher.update_mmap(str(path))
+    return hasher.hexdigest()
+
+
+def sha256_file(path: Path | str, *, chunk_size: int = CHUNK) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def root_digest(entries: Iterable[tuple[str, int, str]]) -> str:
+    """The model's root digest: sha256 over sorted ``path\\tsize\\tsha256\\n`` lines.
+
+    Unlike model-signing's root, names count: renaming or moving a file changes the root.
+    """
+    h = hashlib.sha256()
+    for path, size, sha in sorted(entries):
+        h.update(f"{path}\t{size}\t{sha}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,289 @@
+"""Content-addressed blob store: ``<root>/sha256/ab/cd/<hex>``, read-only once written.
+
+Writes go to a temp file on the same filesystem, are fsynced, checked, and renamed into place
+under a per-digest lock, so concurrent writers of the same bytes converge on one blob and a
+crash leaves at most a temp file (never a blob with wrong bytes under a digest's name).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from registry.errors import IntegrityError, StorageError, UsageError
+from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _check_digest(sha256: str) -> str:
+    if not SHA256_RE.match(sha256 or ""):
+        raise UsageError(f"not a sha256 digest: {sha256!r} (expected 64 lowercase hex characters)")
+    return sha256
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"no space left on the store's disk while {what}; free space and run the command again "
+                            "(nothing partial was recorded)", details={"errno": exc.errno})
+    return StorageError(f"store I/O failed while {what}: {exc}", details={"errno": exc.errno})
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    digests: Digests
+    path: Path
+    created: bool  # False when the blob was already present (bytes not written again)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._objects = self.root / "sha256"
+        self._tmp = self.root / "tmp"
+        self._locks = self.root / "locks"
+
+    # ---- layout -------------------------------------------------------------------------------
+    def ensure(self) -> None:
+        for d in (self._objects, self._tmp, self._locks):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        _check_digest(sha256)
+        return self._objects / sha256[:2] / sha256[2:4] / sha256
+
+    def partial_path(self, sha256: str) -> Path:
+        """Where a resumable download of ``sha256`` keeps its bytes so far."""
+        return self.path_for(sha256).with_name(sha256 + PARTIAL_SUFFIX)
+
+    def has(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        return open(self.path_for(sha256), "rb")
+
+    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
+        if not self._objects.is_dir():
+            return
+        for a in sorted(self._objects.iterdir()):
+            for b in sorted(a.iterdir()) if a.is_dir() else ():
+                for f in sorted(b.iterdir()) if b.is_dir() else ():
+                    if SHA256_RE.match(f.name):
+                        yield f.name, f
+
+    def stray_files(self) -> list[Path]:
+        """Temp and partial files left by interrupted writes (safe to delete when nothing runs)."""
+        out: list[Path] = []
+        if self._tmp.is_dir():
+            out.extend(p for p in self._tmp.iterdir() if p.is_file())
+        if self._objects.is_dir():
+            out.extend(p for p in self._objects.glob("*/*/*") if not SHA256_RE.match(p.name))
+        return sorted(out)
+
+    # ---- locking ------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, sha256: str) -> Iterator[None]:
+        _check_digest(sha256)
+        self._locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._locks / f"{sha256}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # ---- writing ------------------------------------------------------------------------------
+    def ingest_file(self, src: Path, *, expected_sha256: str | None = None) -> StoredBlob:
+        """Copy a file into the store, hashing the bytes as they are copied (one pass)."""
+        self.ensure()
+        size = os.stat(src).st_size
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="ingest-")
+        except OSError as exc:
+            raise _storage_error(exc, f"creating a temp file for {src}") from exc
+        tmp = Path(tmp_name)
+        try:
+            hasher = MultiHasher(size)
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            with open(src, "rb", buffering=0) as fin, os.fdopen(fd, "wb", buffering=0) as fout:
+                while n := fin.readinto(buf):
+                    hasher.update(view[:n])
+                    fout.write(view[:n])
+                fout.flush()
+                os.fsync(fout.fileno())
+            digests = hasher.finish()
+            if expected_sha256 is not None and digests.sha256 != expected_sha256:
+                raise IntegrityError(
+                    f"{src}: sha256 is {digests.sha256}, expected {expected_sha256}",
+                    details={"path": str(src), "expected": expected_sha256, "actual": digests.sha256},
+                )
+            return self._commit(tmp, digests)
+        except OSError as exc:
+            raise _storage_error(exc, f"copying {src} into the store") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def writer(self, *, expected_sha256: str | None, expected_size: int | None, resume: bool = False) -> "BlobWriter":
+        """A streaming writer; with ``resume`` and a known digest it continues a ``.partial`` file."""
+        self.ensure()
+        return BlobWriter(self, expected_sha256, expected_size, resume)
+
+    def _commit(self, tmp: Path, digests: Digests) -> StoredBlob:
+        final = self.path_for(digests.sha256)
+        with self.lock(digests.sha256):
+            if final.is_file():
+                return StoredBlob(digests, final, created=False)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        return StoredBlob(digests, final, created=True)
+
+    def remove(self, sha256: str) -> bool:
+        """Delete one blob (garbage collection); returns whether it existed."""
+        path = self.path_for(sha256)
+        with self.lock(sha256):
+            try:
+                os.chmod(path, 0o644)
+                path.unlink()
+                return True
+            except FileNotFoundError:
+                return False
+
+    def disk_free(self) -> int:
+        self.ensure()
+        return shutil.disk_usage(self.root).free
+
+
+class BlobWriter:
+    """Write bytes whose digest may be known in advance; ``commit()`` checks size and sha256.
+
+    A writer with a known digest writes ``<hex>.partial`` beside the final blob and holds the
+    digest's lock, so a second process pulling the same bytes waits and then finds the blob.
+    """
+
+    def __init__(self, store: BlobStore, expected_sha256: str | None, expected_size: int | None, resume: bool):
+        self.store = store
+        self.expected_sha256 = _check_digest(expected_sha256) if expected_sha256 else None
+        self.expected_size = expected_size
+        self._lock_cm = store.lock(expected_sha256) if expected_sha256 else None
+        if self._lock_cm is not None:
+            self._lock_cm.__enter__()
+        try:
+            if self.expected_sha256:
+                self.path = store.partial_path(self.expected_sha256)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                self.path = store._tmp / f"stream-{uuid.uuid4().hex}"
+            self._hasher = MultiHasher(expected_size)
+            if resume and self.expected_sha256 and self.path.exists():
+                with open(self.path, "rb") as f:  # re-hash what an earlier run wrote
+                    while chunk := f.read(CHUNK):
+                        self._hasher.update(chunk)
+                self._f = open(self.path, "ab", buffering=0)
+            else:
+                self._f = open(self.path, "wb", buffering=0)
+        except OSError as exc:
+            self._release()
+            raise _storage_error(exc, "opening a blob for writing") from exc
+        self._closed = False
+
+    @property
+    def already_present(self) -> bool:
+        return bool(self.expected_sha256) and self.store.has(self.expected_sha256)  # type: ignore[arg-type]
+
+    @property
+    def offset(self) -> int:
+        return self._hasher.size
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.expected_size is not None and self._hasher.size + len(chunk) > self.expected_size:
+            raise IntegrityError(
+                f"received more bytes than the published size {self.expected_size}",
+                details={"expected_size": self.expected_size},
+            )
+        self._hasher.update(chunk)
+        try:
+            self._f.write(chunk)
+        except OSError as exc:
+            raise _storage_error(exc, "writing a blob") from exc
+
+    def commit(self) -> StoredBlob:
+        """Check size and digest, then move into place. On mismatch the partial bytes are deleted."""
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as exc:
+            raise _storage_error(exc, "flushing a blob") from exc
+        self._f.close()
+        self._closed = True
+        digests = self._hasher.finish()
+        try:
+            if self.expected_size is not None and digests.size != self.expected_size:
+                raise IntegrityError(
+                    f"size is {digests.size} bytes, expected {self.expected_size}",
+                    details={"expected_size": self.expected_size, "actual_size": digests.size},
+                )
+            if self.expected_sha256 and digests.sha256 != self.expected_sha256:
+                raise IntegrityError(
+                    f"sha256 is {digests.sha256}, expected {self.expected_sha256}",
+                    details={"expected": self.expected_sha256, "actual": digests.sha256},
+                )
+        except IntegrityError:
+            self.path.unlink(missing_ok=True)
+            self._release()
+            raise
+        final = self.store.path_for(digests.sha256)
+        try:
+            if final.is_file():
+                self.path.unlink(missing_ok=True)
+                return StoredBlob(digests, final, created=False)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.path, 0o444)
+            if self.expected_sha256:
+                os.replace(self.path, final)  # we hold this digest's lock
+                _fsync_dir(final.parent)
+                return StoredBlob(digests, final, created=True)
+            return self.store._commit(self.path, digests)
+        finally:
+            self._release()
+
+    def abort(self, *, keep_partial: bool = True) -> None:
+        """Stop writing; a known-digest partial is kept for a later resume unless told otherwise."""
+        if not self._closed:
+            self._f.close()
+            self._closed = True
+        if not (keep_partial and self.expected_sha256):
+            self.path.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_cm is not None:
+            self._lock_cm.__exit__(None, None, None)
+            self._lock_cm = None
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._lock_cm is not None or not self._closed:
+            self.abort(keep_partial=exc_type is not None and not issubclass(exc_type, IntegrityError))

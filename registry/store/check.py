@@ -1,0 +1,80 @@
+"""Check blobs against the sizes and blake3 digests the catalog expects.
+
+Fast mode trusts the stat cache (no hashing for an unchanged blob); deep mode re-hashes every
+blob with blake3: large blobs one at a time on every core, small ones side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+from registry.hashing import blake3_file
+from registry.store.blobs import BlobStore
+from registry.store.statcache import StatCache, StatKey
+
+_LARGE = 64 * 1024 * 1024
+
+Status = Literal["ok", "missing", "changed"]
+
+
+@dataclass(frozen=True)
+class ExpectedBlob:
+    sha256: str
+    size: int
+    blake3: str
+
+
+@dataclass(frozen=True)
+class BlobCheck:
+    sha256: str
+    status: Status
+    reason: str | None = None
+    hashed: bool = False
+
+
+def check_blobs(store: BlobStore, cache: StatCache, expected: Sequence[ExpectedBlob], *, deep: bool) -> list[BlobCheck]:
+    known = {} if deep else cache.load()
+    results: dict[str, BlobCheck] = {}
+    to_hash: list[tuple[ExpectedBlob, StatKey]] = []
+    for blob in {b.sha256: b for b in expected}.values():
+        try:
+            st = os.stat(store.path_for(blob.sha256))
+        except FileNotFoundError:
+            results[blob.sha256] = BlobCheck(blob.sha256, "missing", "blob not in the store")
+            continue
+        key = StatKey.of(st)
+        if key.size != blob.size:
+            results[blob.sha256] = BlobCheck(blob.sha256, "changed", f"size is {key.size}, expected {blob.size}")
+            continue
+        cached = known.get(blob.sha256)
+        if cached is not None and cached[0] == key and cached[1] == blob.blake3:
+            results[blob.sha256] = BlobCheck(blob.sha256, "ok")
+            continue
+        to_hash.append((blob, key))
+
+    def rehash(item: tuple[ExpectedBlob, StatKey], threads: int | None) -> tuple[ExpectedBlob, StatKey, str]:
+        blob, key = item
+        return blob, key, blake3_file(store.path_for(blob.sha256), threads=threads)
+
+    large = [i for i in to_hash if i[0].size >= _LARGE]
+    small = [i for i in to_hash if i[0].size < _LARGE]
+    hashed = [rehash(i, None) for i in large]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        hashed.extend(pool.map(lambda i: rehash(i, 1), small))
+
+    proven: list[tuple[str, StatKey, str]] = []
+    for blob, key, actual in hashed:
+        if actual == blob.blake3:
+            results[blob.sha256] = BlobCheck(blob.sha256, "ok", hashed=True)
+            proven.append((blob.sha256, key, actual))
+        else:
+            results[blob.sha256] = BlobCheck(
+                blob.sha256, "changed", f"blake3 is {actual}, expected {blob.blake3}", hashed=True
+            )
+    cache.record(proven)
+    cache.forget([s for s, r in results.items() if r.status != "ok"])
+    return [results[s] for s in sorted(results)]

@@ -1,0 +1,66 @@
+"""Stat cache: (size, mtime, ctime, inode) of each blob as last proven by hashing.
+
+A fast verify of an unchanged store is one ``stat`` per blob and no hashing. ctime is in the key
+because no user-level call can set it back: any write to a blob (even one that restores mtime)
+makes the next fast verify re-hash it. The cache is per node, kept beside the blobs it describes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StatKey:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "StatKey":
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class StatCache:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS stat (sha256 TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+                " ctime_ns INTEGER, inode INTEGER, blake3 TEXT, checked_at REAL)"
+            )
+            self._local.conn = conn
+        return conn
+
+    def load(self) -> dict[str, tuple[StatKey, str]]:
+        rows = self._conn().execute("SELECT sha256, size, mtime_ns, ctime_ns, inode, blake3 FROM stat").fetchall()
+        return {r[0]: (StatKey(r[1], r[2], r[3], r[4]), r[5]) for r in rows}
+
+    def record(self, entries: list[tuple[str, StatKey, str]]) -> None:
+        if not entries:
+            return
+        now = time.time()
+        conn = self._conn()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT OR REPLACE INTO stat VALUES (?,?,?,?,?,?,?)",
+            [(sha, k.size, k.mtime_ns, k.ctime_ns, k.inode, b3, now) for sha, k, b3 in entries],
+        )
+        conn.execute("COMMIT")
+
+    def forget(self, shas: list[str]) -> None:
+        if shas:
+            self._conn().executemany("DELETE FROM stat WHERE sha256 = ?", [(s,) for s in shas])
