@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from registry.errors import IntegrityError, StorageError, UsageError
 from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher
+from registry.store.statcache import StatCache, StatKey
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -59,6 +60,8 @@ class BlobStore:
         self._objects = self.root / "sha256"
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"
+        # Blobs are proven when written: seed the stat cache so the next fast verify hashes nothing.
+        self.stat_cache = StatCache(self.root / "statcache.sqlite")
 
     # ---- layout -------------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -156,7 +159,11 @@ class BlobStore:
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
+        self._proven(final, digests)
         return StoredBlob(digests, final, created=True)
+
+    def _proven(self, path: Path, digests: Digests) -> None:
+        self.stat_cache.record([(digests.sha256, StatKey.of(os.stat(path)), digests.blake3)])
 
     def remove(self, sha256: str) -> bool:
         """Delete one blob (garbage collection); returns whether it existed."""
@@ -262,6 +269,7 @@ class BlobWriter:
             if self.expected_sha256:
                 os.replace(self.path, final)  # we hold this digest's lock
                 _fsync_dir(final.parent)
+                self.store._proven(final, digests)
                 return StoredBlob(digests, final, created=True)
             return self.store._commit(self.path, digests)
         finally:

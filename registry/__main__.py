@@ -1,0 +1,5 @@
+import sys
+
+from registry.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``registry`` command. Only ``main()`` turns exceptions into exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from registry.cli.base import app, emit_json
+from registry.errors import RegistryError
+
+# Each module registers its commands on `app`.
+from registry.cli import catalog_cmds as _catalog_cmds  # noqa: F401,E402
+from registry.cli import db_cmds as _db_cmds  # noqa: F401,E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("REGISTRY_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    want_json = "--json" in args
+    try:
+        app(args=args, prog_name="registry", standalone_mode=False)
+        return 0
+    except RegistryError as exc:
+        if debug:
+            traceback.print_exc()
+        if exc.details.get("reported"):
+            return exc.exit_code  # the command already printed its report
+        if want_json:
+            emit_json(exc.to_dict())
+        print(f"registry: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("registry: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("registry: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

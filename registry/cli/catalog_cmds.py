@@ -1,0 +1,114 @@
+"""add / list / show / verify."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, open_registry, table
+from registry.errors import VerificationFailed
+
+
+@app.command("add")
+def add_cmd(
+    path: Annotated[Path, typer.Argument(help="A model folder, or a snapshot folder of an HF cache.")],
+    name: Annotated[str, typer.Option("--name", help="The model's repo id, e.g. org/name.")],
+    revision: Annotated[Optional[str], typer.Option("--revision", help="A label (ref) for this revision; default main.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a local model folder into the store and catalog, checked against its manifest."""
+    from registry.services.add import add_folder
+
+    reg = open_registry()
+    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest)
+    if json_out:
+        emit_json(result)
+        return
+    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {result.state}, family {result.family}"
+         f"{' (inferred manifest)' if result.inferred else ''}")
+    echo(f"root digest {result.root_digest}; {result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
+    echo(table(["role", "repo", "commit", "files", "size", "pinned"],
+               [(c.role, c.repo, c.commit[:12], c.files, human_size(c.bytes), "yes" if c.pinned else "no")
+                for c in result.components]))
+    if result.pickles:
+        echo(f"pickle files (loaded only with torch.load(weights_only=True)): {', '.join(result.pickles)}")
+
+
+@app.command("list")
+def list_cmd(json_out: JsonOpt = False) -> None:
+    """List the models in the catalog."""
+    from registry.services.listing import list_models
+
+    models = list_models(open_registry())
+    if json_out:
+        emit_json({"models": models})
+        return
+    if not models:
+        echo("no models yet: `registry pull ORG/NAME` or `registry add PATH --name ORG/NAME`")
+        return
+    echo(table(["name", "commit", "refs", "family", "state", "files", "size"],
+               [(m.name, m.commit[:12], ",".join(m.refs), m.family, m.state, m.files, human_size(m.bytes)) for m in models]))
+
+
+@app.command("show")
+def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")], json_out: JsonOpt = False) -> None:
+    """Show a model: components by role, files, sizes, digests, state, lineage, smoke runs."""
+    from registry.services.listing import show_model
+
+    d = show_model(open_registry(), name)
+    if json_out:
+        emit_json(d)
+        return
+    s = d.summary
+    echo(f"{s.name}@{s.commit}  refs: {', '.join(s.refs) or '-'}")
+    echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
+    echo(f"family: {s.family}; manifest: {d.manifest_source}{' (inferred)' if s.inferred else ''}")
+    echo(f"root digest: {s.root_digest}; {s.files} files, {human_size(s.bytes)}")
+    for c in d.components:
+        echo(f"\n[{c.role}] {c.repo}@{c.commit[:12]}{'' if c.required else ' (optional)'}"
+             f"{' pinned' if c.pinned else ' unpinned'}")
+        echo(table(["path", "size", "sha256", "blake3"],
+                   [(f.path, f.size, f.sha256[:16], f.blake3[:16]) for f in c.files]))
+    if d.lineage:
+        echo("\nlineage:")
+        for l in d.lineage:
+            echo(f"  {l.relation}: {l.repo}@{l.commit[:12]}{' (pinned)' if l.pinned else ' (unpinned)'}"
+                 f"{' state ' + l.model_state if l.model_state else ''}")
+    if d.smoke_runs:
+        echo("\nsmoke runs:")
+        for r in d.smoke_runs:
+            echo(f"  {r.created_at} {'pass' if r.passed else 'FAIL'} {r.device} {r.dtype} {r.wall_ms:.0f} ms "
+                 f"{(r.fingerprint or '')[:16]} {r.error or ''}")
+
+
+@app.command("verify")
+def verify_cmd(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Models to verify (default: the whole catalog and store).")] = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Re-hash every blob with blake3 (ignores the stat cache).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check that every file of the catalog is in the store with its recorded bytes. Exit 1 on any problem."""
+    from registry.services.verify import verify
+
+    report = verify(open_registry(), names or [], deep=deep)
+    if json_out:
+        emit_json({"ok": report.ok, **{k: v for k, v in __import__("dataclasses").asdict(report).items()}})
+    else:
+        mode = "deep (blake3 of every blob)" if deep else "fast (stat cache)"
+        echo(f"verified {len(report.models_checked)} models, {report.files_checked} files, "
+             f"{human_size(report.bytes_checked)}: {mode}, {report.blobs_hashed} blobs hashed")
+        if report.problems:
+            echo(table(["problem", "model", "repo", "path", "sha256", "reason"],
+                       [(p.problem, p.model or "-", p.repo or "-", p.path or "-", p.sha256[:16], p.reason)
+                        for p in report.problems]))
+        if report.quarantined:
+            echo(f"quarantined: {', '.join(report.quarantined)}")
+        if report.stray:
+            echo(f"{len(report.stray)} temp/partial files from interrupted writes (removed by `registry gc`)")
+        if report.ok:
+            echo("clean")
+    if not report.ok:
+        raise VerificationFailed(f"{len(report.problems)} problem(s) found", details={"reported": True})

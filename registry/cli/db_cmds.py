@@ -1,0 +1,63 @@
+"""registry db upgrade | current | check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from registry.cli.base import JsonOpt, db_app, echo, emit_json
+from registry.config import Settings
+from registry.errors import SchemaOutOfDate
+
+
+def _engine():
+    from registry.catalog.engine import create_catalog_engine
+
+    return create_catalog_engine(Settings.from_env().database_url)
+
+
+@db_app.command("upgrade")
+def upgrade_cmd(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head", json_out: JsonOpt = False) -> None:
+    """Migrate the catalog schema (default: to the newest revision)."""
+    from registry.catalog import migrate
+
+    engine = _engine()
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine, revision)
+    after = migrate.current_revision(engine)
+    if json_out:
+        emit_json({"from": before, "to": after})
+    else:
+        echo(f"catalog schema: {before or 'empty'} -> {after}")
+
+
+@db_app.command("current")
+def current_cmd(json_out: JsonOpt = False) -> None:
+    """Print the catalog's schema revision and the newest one this registry knows."""
+    from registry.catalog import migrate
+
+    engine = _engine()
+    current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+    if json_out:
+        emit_json({"current": current, "head": head, "up_to_date": current == head})
+    else:
+        echo(f"current: {current or 'empty'}  head: {head}{'' if current == head else '  (run: registry db upgrade)'}")
+
+
+@db_app.command("check")
+def check_cmd(json_out: JsonOpt = False) -> None:
+    """Exit 0 when the schema is at head and matches the models; 6 otherwise."""
+    from registry.catalog import migrate
+
+    engine = _engine()
+    current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+    diffs = [str(d) for d in migrate.drift(engine)] if current == head else []
+    ok = current == head and not diffs
+    if json_out:
+        emit_json({"current": current, "head": head, "ok": ok, "drift": diffs})
+    else:
+        echo("schema ok" if ok else f"schema not ok: current {current or 'empty'}, head {head}; drift: {diffs or 'none'}")
+    if not ok:
+        raise SchemaOutOfDate(f"catalog schema is {current or 'empty'}, head is {head}; run: registry db upgrade",
+                              details={"reported": True})

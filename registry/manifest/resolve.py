@@ -1,0 +1,156 @@
+"""From a manifest and a repo's file listing to the files each component needs (``select``), and from
+those files' digests to the resolved, locked form stored in the catalog (``lock``). Pure."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.hashing import root_digest
+from registry.manifest.infer import is_ignored
+from registry.manifest.schema import ComponentSpec, Manifest
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """What a listing (a local folder or the Hub's tree) says about one file."""
+
+    path: str
+    size: int
+    sha256: str | None = None  # the LFS oid, or computed locally
+    git_oid: str | None = None
+    lfs: bool = False
+
+
+@dataclass(frozen=True)
+class Selection:
+    component: ComponentSpec
+    paths: tuple[str, ...]
+    missing: tuple[str, ...] = ()     # "role: path" for each required file that is absent
+    mismatched: tuple[str, ...] = ()  # "role: path: ..." where the listing contradicts the manifest
+
+
+def select(component: ComponentSpec, listing: Mapping[str, RepoFile]) -> Selection:
+    chosen: dict[str, None] = {}
+    missing: list[str] = []
+    mismatched: list[str] = []
+    for spec in component.files:
+        entry = listing.get(spec.path)
+        if entry is None:
+            if component.required:
+                missing.append(f"{component.role}: {spec.path}")
+            continue
+        chosen[spec.path] = None
+        if spec.size is not None and entry.size != spec.size:
+            mismatched.append(f"{component.role}: {spec.path}: size is {entry.size}, the manifest expects {spec.size}")
+        if spec.sha256 and entry.sha256 and entry.sha256 != spec.sha256:
+            mismatched.append(
+                f"{component.role}: {spec.path}: sha256 is {entry.sha256}, the manifest expects {spec.sha256}"
+            )
+    for pattern in component.patterns:
+        matched = [
+            p for p in sorted(listing)
+            if fnmatch.fnmatchcase(p, pattern) and not is_ignored(p)
+            and not any(fnmatch.fnmatchcase(p, x) for x in component.exclude)
+        ]
+        if not matched and component.required:
+            missing.append(f"{component.role}: {pattern} (no file matches)")
+        for p in matched:
+            chosen[p] = None
+    return Selection(component, tuple(chosen), tuple(missing), tuple(mismatched))
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    path: str
+    size: int
+    sha256: str
+    blake3: str
+    git_oid: str
+    lfs: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class LockedComponent:
+    role: str
+    repo: str
+    commit: str
+    required: bool
+    pinned: bool
+    files: tuple[LockedFile, ...]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role, "repo": self.repo, "commit": self.commit, "required": self.required,
+            "pinned": self.pinned, "note": self.note, "files": [f.to_dict() for f in self.files],
+        }
+
+
+@dataclass(frozen=True)
+class ResolvedManifest:
+    """The locked form: every file with its size and digests, and the root digest over all of them."""
+
+    name: str
+    family: str
+    inferred: bool
+    source: str | None
+    components: tuple[LockedComponent, ...]
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    expected_missing_keys: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def root_digest(self) -> str:
+        return root_digest({(f"{c.repo}/{f.path}", f.size, f.sha256) for c in self.components for f in c.files})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": 1, "name": self.name, "family": self.family, "inferred": self.inferred, "source": self.source,
+            "description": self.description, "expected_missing_keys": list(self.expected_missing_keys),
+            "smoke": dict(self.smoke), "components": [c.to_dict() for c in self.components],
+            "root_digest": self.root_digest,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ResolvedManifest":
+        return cls(
+            name=data["name"], family=data["family"], inferred=bool(data.get("inferred")), source=data.get("source"),
+            description=data.get("description", ""), expected_missing_keys=tuple(data.get("expected_missing_keys", ())),
+            smoke=dict(data.get("smoke", {})),
+            components=tuple(
+                LockedComponent(
+                    role=c["role"], repo=c["repo"], commit=c["commit"], required=c["required"], pinned=c["pinned"],
+                    note=c.get("note", ""), files=tuple(LockedFile(**f) for f in c["files"]),
+                )
+                for c in data["components"]
+            ),
+        )
+
+
+def lock(
+    manifest: Manifest,
+    selections: Sequence[Selection],
+    commits: Mapping[str, str],
+    files: Mapping[tuple[str, str], LockedFile],
+) -> ResolvedManifest:
+    """``commits[repo]`` is the resolved commit; ``files[(repo, path)]`` each selected file's digests."""
+    components = []
+    for sel in selections:
+        c = sel.component
+        components.append(LockedComponent(
+            role=c.role, repo=c.repo, commit=commits[c.repo], required=c.required,
+            pinned=c.pinned_commit or c.pinned_digests, note=c.note,
+            files=tuple(files[(c.repo, p)] for p in sel.paths),
+        ))
+    smoke = manifest.to_dict()["smoke"]
+    return ResolvedManifest(
+        name=manifest.name, family=manifest.family, inferred=manifest.inferred, source=manifest.source,
+        components=tuple(components), smoke=smoke, expected_missing_keys=manifest.expected_missing_keys,
+        description=manifest.description,
+    )

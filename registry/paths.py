@@ -1,0 +1,25 @@
+"""Repo-relative path rules, shared by manifests, the store, pulls, bundles and deployments."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+
+def check_relative_path(path: str) -> str:
+    """Return ``path`` if it is a clean relative POSIX path inside its repo, else raise ValueError."""
+    if not isinstance(path, str) or not path:
+        raise ValueError("empty path")
+    if "\x00" in path or "\\" in path:
+        raise ValueError(f"{path!r}: NUL and backslash are not allowed in paths")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r}: absolute paths are not allowed")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{path!r}: '..', '.' and empty segments are not allowed")
+    return path
+
+
+def safe_join(root: Path, rel: str) -> Path:
+    """``root / rel`` after checking that ``rel`` cannot leave ``root``."""
+    check_relative_path(rel)
+    return Path(root).joinpath(*PurePosixPath(rel).parts)

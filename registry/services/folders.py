@@ -1,0 +1,90 @@
+"""Reading a local model folder safely: a plain HF-style folder or a snapshot of an HF cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry.errors import InvalidPath
+from registry.hashing import SHA1_RE
+from registry.paths import check_relative_path
+
+# Folders that are never part of a model: git metadata and huggingface_hub's local_dir bookkeeping.
+SKIPPED_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
+MAX_JSON = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Folder:
+    root: Path
+    files: dict[str, Path]          # repo-relative path -> real file to read
+    snapshot_commit: str | None     # the commit when the folder is an HF cache snapshot
+
+    def read_json(self, rel: str) -> Any:
+        path = self.files.get(rel)
+        if path is None:
+            return None
+        if path.stat().st_size > MAX_JSON:
+            raise InvalidPath(f"{self.root / rel}: {path.stat().st_size} bytes is too large for a JSON config")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidPath(f"{self.root / rel}: not valid JSON: {exc}", details={"path": rel}) from exc
+
+
+def scan_folder(path: Path | str) -> Folder:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InvalidPath(f"{root}: no such folder", details={"path": str(root)})
+    if not root.is_dir():
+        raise InvalidPath(f"{root}: not a folder; `registry add` takes a model folder", details={"path": str(root)})
+    root = root.resolve()
+    snapshot_commit = None
+    allowed_root = root
+    if root.parent.name == "snapshots" and SHA1_RE.match(root.name):
+        # HF cache snapshot: files are links into ../../blobs of the same models--org--name folder.
+        snapshot_commit = root.name
+        allowed_root = root.parent.parent
+    files: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root).as_posix()
+        keep = []
+        for d in dirnames:
+            full = here / d
+            if full.is_symlink():
+                raise InvalidPath(f"{full}: a symlinked folder; copy it in or add its target instead",
+                                  details={"path": str(full)})
+            if rel_dir == "." and d in SKIPPED_DIRS or d in {"__pycache__", ".ipynb_checkpoints"}:
+                continue
+            keep.append(d)
+        dirnames[:] = sorted(keep)
+        for name in sorted(filenames):
+            full = here / name
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            try:
+                check_relative_path(rel)
+            except ValueError as exc:
+                raise InvalidPath(f"{full}: unusable file name: {exc}", details={"path": rel}) from exc
+            target = full
+            if full.is_symlink():
+                target = full.resolve()
+                if not target.is_relative_to(allowed_root):
+                    raise InvalidPath(
+                        f"{full}: symlink points outside the model folder (to {target}); refusing to import it",
+                        details={"path": rel, "target": str(target)},
+                    )
+            try:
+                st = target.stat()
+            except FileNotFoundError as exc:
+                raise InvalidPath(f"{full}: broken symlink", details={"path": rel}) from exc
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidPath(f"{full}: not a regular file", details={"path": rel})
+            files[rel] = target
+    if not files:
+        raise InvalidPath(f"{root}: the folder is empty; is this a model folder?", details={"path": str(root)})
+    return Folder(root=root, files=files, snapshot_commit=snapshot_commit)

@@ -1,0 +1,109 @@
+"""``registry verify``: are the bytes the catalog promises still in the store, unchanged?
+
+Fast mode stats each blob and hashes only what changed since it was last proven (stat cache);
+``--deep`` re-hashes everything with blake3. A model whose bytes changed or vanished is moved to
+``quarantined`` so it is never served, deployed or loaded until it is pulled or added again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+
+from registry.catalog.models import Blob
+from registry.catalog.queries import all_models
+from registry.services.context import Registry
+from registry.store import ExpectedBlob, check_blobs
+
+Problem = Literal["missing", "changed", "extra"]
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    model: str | None
+    repo: str | None
+    path: str | None
+    sha256: str
+    problem: Problem
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    deep: bool
+    models_checked: tuple[str, ...]
+    files_checked: int
+    blobs_checked: int
+    blobs_hashed: int
+    bytes_checked: int
+    problems: tuple[FileProblem, ...]
+    quarantined: tuple[str, ...]
+    stray: tuple[str, ...]  # temp/partial files of interrupted writes (informational)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False) -> VerifyReport:
+    with reg.catalog.reader() as session:
+        models = all_models(session, names)
+        wanted: dict[str, ExpectedBlob] = {}
+        users: dict[str, list[tuple[str, str, str]]] = {}
+        files_checked = 0
+        for model in models:
+            for comp in model.components:
+                for f in comp.files:
+                    files_checked += 1
+                    wanted[f.blob_sha256] = ExpectedBlob(f.blob_sha256, f.size, f.blob.blake3)
+                    users.setdefault(f.blob_sha256, []).append((model.name + "@" + model.revision.commit_sha[:12],
+                                                                 comp.revision.repo.repo_id, f.path))
+        referenced = set(session.scalars(select(Blob.sha256)).all()) if not names else set()
+        model_keys = [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in models]
+    checks = check_blobs(reg.store, reg.stat_cache, list(wanted.values()), deep=deep)
+    problems: list[FileProblem] = []
+    bad_models: set[str] = set()
+    for check in checks:
+        if check.status == "ok":
+            continue
+        for model_key, repo, path in users[check.sha256]:
+            problems.append(FileProblem(model_key, repo, path, check.sha256, check.status, check.reason or ""))
+            bad_models.add(model_key)
+    if not names:
+        for sha, _path in reg.store.iter_blobs():
+            if sha not in referenced:
+                problems.append(FileProblem(None, None, None, sha, "extra", "blob not referenced by the catalog"))
+    quarantined = _quarantine(reg, [mid for mid, key in model_keys if key in bad_models], problems)
+    return VerifyReport(
+        deep=deep,
+        models_checked=tuple(key for _, key in model_keys),
+        files_checked=files_checked,
+        blobs_checked=len(checks),
+        blobs_hashed=sum(c.hashed for c in checks),
+        bytes_checked=sum(b.size for b in wanted.values()),
+        problems=tuple(problems),
+        quarantined=quarantined,
+        stray=tuple(str(p) for p in reg.store.stray_files()),
+    )
+
+
+def _quarantine(reg: Registry, model_ids: list[int], problems: list[FileProblem]) -> tuple[str, ...]:
+    if not model_ids:
+        return ()
+    from registry.catalog.models import Model
+
+    done = []
+    with reg.catalog.session() as session:
+        for model in session.scalars(select(Model).where(Model.id.in_(model_ids))):
+            key = model.name + "@" + model.revision.commit_sha[:12]
+            mine = [p for p in problems if p.model == key]
+            reason = "verify: " + "; ".join(f"{p.repo}/{p.path} {p.problem} ({p.reason})" for p in mine[:5])
+            if model.state != "quarantined" or model.state_reason != reason:
+                model.state, model.state_reason = "quarantined", reason
+                reg.log(session, "quarantine", model.name, commit=model.revision.commit_sha, reason=reason)
+            done.append(key)
+    return tuple(done)
+
