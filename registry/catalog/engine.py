@@ -72,9 +72,15 @@ def open_catalog(url: str, *, migrate_fresh: bool = True) -> Catalog:
         head = migrate.head_revision(engine)
         if current is None and migrate.is_empty(engine) and migrate_fresh:
             migrate.upgrade(engine)
+        elif current is not None and current != head and not migrate.known_revision(engine, current):
+            raise SchemaOutOfDate(
+                f"the catalog schema is at revision {current!r}, which this registry does not know (was it migrated "
+                f"by a newer registry?); upgrade this registry's package, then run: registry db upgrade",
+                details={"current": current, "head": head},
+            )
         elif current != head:
             raise SchemaOutOfDate(
-                f"the catalog schema is at {current or 'an unknown revision'}, this registry needs {head}; "
+                f"the catalog schema is at {current or 'base (no tables)'}, this registry needs {head}; "
                 "run: registry db upgrade",
                 details={"current": current, "head": head},
             )

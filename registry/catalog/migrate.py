@@ -30,14 +30,20 @@ def head_revision(engine: Engine) -> str:
     return heads[0]
 
 
+def known_revision(engine: Engine, revision: str) -> bool:
+    """Whether ``revision`` is one of this registry's migrations (a newer registry may have written another)."""
+    return any(s.revision == revision for s in ScriptDirectory.from_config(alembic_config(engine)).walk_revisions())
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def is_empty(engine: Engine) -> bool:
-    names = set(inspect(engine).get_table_names())
-    return not (names - {"alembic_version"})
+    """No tables at all. A database that still has ``alembic_version`` (e.g. downgraded to base) was
+    migrated before: it is out of date, not fresh, and is refused rather than silently re-created."""
+    return not inspect(engine).get_table_names()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

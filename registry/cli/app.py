@@ -6,14 +6,13 @@ import os
 import sys
 import traceback
 
-import click
-
 from registry.cli.base import app, emit_json
 from registry.errors import RegistryError
 
 # Each module registers its commands on `app`.
 from registry.cli import catalog_cmds as _catalog_cmds  # noqa: F401,E402
 from registry.cli import db_cmds as _db_cmds  # noqa: F401,E402
+from registry.cli import gc_cmds as _gc_cmds  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     want_json = "--json" in args
     try:
-        app(args=args, prog_name="registry", standalone_mode=False)
+        # standalone mode: typer/click print usage errors themselves and exit 2 through SystemExit;
+        # our own errors propagate to here.
+        app(args=args, prog_name="registry", standalone_mode=True)
         return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RegistryError as exc:
         if debug:
             traceback.print_exc()
@@ -33,18 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             emit_json(exc.to_dict())
         print(f"registry: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        print("registry: aborted", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("registry: interrupted", file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())

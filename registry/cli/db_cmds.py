@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
 from registry.cli.base import JsonOpt, db_app, echo, emit_json
 from registry.config import Settings
-from registry.errors import SchemaOutOfDate
+from registry.errors import SchemaOutOfDate, StorageError
 
 
-def _engine():
+@contextmanager
+def _engine() -> Iterator:
+    """The catalog's engine, with connection and alembic failures turned into registry errors."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import OperationalError
+
     from registry.catalog.engine import create_catalog_engine
 
-    return create_catalog_engine(Settings.from_env().database_url)
+    engine = create_catalog_engine(Settings.from_env().database_url)
+    try:
+        yield engine
+    except OperationalError as exc:
+        raise StorageError(f"cannot reach the catalog at {engine.url.render_as_string()}: {exc.orig}; "
+                           "check REGISTRY_DATABASE_URL") from exc
+    except CommandError as exc:
+        # e.g. the database is stamped with a revision this registry's migrations do not contain
+        raise SchemaOutOfDate(f"cannot migrate the catalog: {exc}; a newer registry may have migrated it: "
+                              "upgrade this registry's package, then run: registry db upgrade") from exc
+    finally:
+        engine.dispose()
 
 
 @db_app.command("upgrade")
@@ -22,10 +40,10 @@ def upgrade_cmd(revision: Annotated[str, typer.Argument(help="Target revision.")
     """Migrate the catalog schema (default: to the newest revision)."""
     from registry.catalog import migrate
 
-    engine = _engine()
-    before = migrate.current_revision(engine)
-    migrate.upgrade(engine, revision)
-    after = migrate.current_revision(engine)
+    with _engine() as engine:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine, revision)
+        after = migrate.current_revision(engine)
     if json_out:
         emit_json({"from": before, "to": after})
     else:
@@ -37,8 +55,8 @@ def current_cmd(json_out: JsonOpt = False) -> None:
     """Print the catalog's schema revision and the newest one this registry knows."""
     from registry.catalog import migrate
 
-    engine = _engine()
-    current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+    with _engine() as engine:
+        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
     if json_out:
         emit_json({"current": current, "head": head, "up_to_date": current == head})
     else:
@@ -50,9 +68,9 @@ def check_cmd(json_out: JsonOpt = False) -> None:
     """Exit 0 when the schema is at head and matches the models; 6 otherwise."""
     from registry.catalog import migrate
 
-    engine = _engine()
-    current, head = migrate.current_revision(engine), migrate.head_revision(engine)
-    diffs = [str(d) for d in migrate.drift(engine)] if current == head else []
+    with _engine() as engine:
+        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+        diffs = [str(d) for d in migrate.drift(engine)] if current == head else []
     ok = current == head and not diffs
     if json_out:
         emit_json({"current": current, "head": head, "ok": ok, "drift": diffs})
