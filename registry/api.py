@@ -26,3 +26,29 @@ def verify(*names: str, deep: bool = False, registry: Registry | None = None, se
     from registry.services.verify import verify as _verify
 
     return _verify(_registry(registry, settings), names, deep=deep)
+
+
+def pull(repo_id: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None,
+         manifest: str | Path | None = None, registry: Registry | None = None, settings: Settings | None = None,
+         retries: int = 5, backoff: float = 1.0) -> Any:
+    """Pull a complete, verified snapshot (and the repos it depends on); returns a frozen ``PullResult``."""
+    from registry.services.pull import pull as _pull
+
+    return _pull(_registry(registry, settings), repo_id, revision=revision, manifest_file=manifest,
+                 endpoint=endpoint, token=token, retries=retries, backoff=backoff)
+
+
+def load(name: str, device: str = "auto", *, dtype: str = "auto", registry: Registry | None = None,
+         settings: Settings | None = None) -> tuple[Any, Any]:
+    """The ready model (eval, no grad, checked) and its processor or tokenizer, through the registry's gate."""
+    from registry.services.load import load_model
+
+    loaded = load_model(_registry(registry, settings), name, device=device, dtype=dtype)
+    return loaded.model, loaded.processor
+
+
+def register(name: str, *, smoke: bool = True, device: str = "auto", dtype: str = "auto",
+             registry: Registry | None = None, settings: Settings | None = None) -> Any:
+    from registry.services.register import register_model
+
+    return register_model(_registry(registry, settings), name, smoke=smoke, device=device, dtype=dtype)

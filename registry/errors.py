@@ -163,3 +163,9 @@ EXIT_CODES: dict[str, int] = {
         AuthError, ConflictError, StorageError, SmokeFailed, MissingExtra, VerificationFailed,
     )
 }
+
+
+class EndpointUnreachable(UpstreamError):
+    """exit 7: no connection to the Hub or mirror at all (refused, DNS, offline mode): callers may fall back to the store."""
+
+    kind = "unreachable"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -79,27 +79,44 @@ def check_safetensors(path: Path, display: str) -> int:
     return count
 
 
-def check_files(files: Mapping[str, Path], *, label: str = "") -> FormatReport:
-    """Check one component set of files, keyed by repo-relative path (values are readable paths)."""
+def _by_dir(paths: Iterable[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for rel in paths:
+        parent = str(PurePosixPath(rel).parent)
+        out.setdefault("" if parent == "." else parent + "/", set()).add(PurePosixPath(rel).name)
+    return out
+
+
+def check_bin_beside_index(paths: Iterable[str], *, label: str = "") -> None:
+    """``pytorch_model.bin`` in the same folder as a safetensors index: refuse (the meta-tensor failure)."""
     prefix = f"{label}/" if label else ""
+    for folder, names in sorted(_by_dir(paths).items()):
+        if INDEX_NAME in names and "pytorch_model.bin" in names:
+            raise FormatError(
+                f"{prefix}{folder}pytorch_model.bin sits beside {folder}{INDEX_NAME}: loaders prefer the .bin and "
+                "leave the safetensors weights on 'meta' (Cannot copy out of meta tensor); remove one of the two "
+                "formats",
+                details={"path": f"{folder}pytorch_model.bin"},
+            )
+
+
+def check_files(files: Mapping[str, Path], *, label: str = "", siblings: Collection[str] = ()) -> FormatReport:
+    """Check one component set of files, keyed by repo-relative path (values are readable paths).
+
+    ``siblings`` are the other paths present in the same source (not selected): a stray
+    ``pytorch_model.bin`` among them is refused too, since a loader pointed at the folder would find it.
+    """
+    prefix = f"{label}/" if label else ""
+    check_bin_beside_index(set(files) | set(siblings), label=label)
     checked = 0
     for rel, path in sorted(files.items()):
         if rel.endswith(".safetensors"):
             check_safetensors(path, prefix + rel)
             checked += 1
-    by_dir: dict[str, set[str]] = {}
-    for rel in files:
-        parent = str(PurePosixPath(rel).parent)
-        by_dir.setdefault("" if parent == "." else parent + "/", set()).add(PurePosixPath(rel).name)
-    for folder, names in sorted(by_dir.items()):
+    for folder, names in sorted(_by_dir(files).items()):
         if INDEX_NAME not in names:
             continue
         index_rel = folder + INDEX_NAME
-        if "pytorch_model.bin" in names:
-            raise FormatError(
-                f"{prefix}{folder}pytorch_model.bin sits beside {index_rel}: loaders prefer the .bin and leave the "
-                "safetensors weights on 'meta' (Cannot copy out of meta tensor); remove one of the two formats"
-            )
         try:
             weight_map = json.loads(files[index_rel].read_text()).get("weight_map")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:

@@ -12,7 +12,10 @@ from registry.errors import RegistryError
 # Each module registers its commands on `app`.
 from registry.cli import catalog_cmds as _catalog_cmds  # noqa: F401,E402
 from registry.cli import db_cmds as _db_cmds  # noqa: F401,E402
+from registry.cli import load_cmds as _load_cmds  # noqa: F401,E402
+from registry.cli import pull_cmds as _pull_cmds  # noqa: F401,E402
 from registry.cli import gc_cmds as _gc_cmds  # noqa: F401,E402
+from registry.cli import serve_cmds as _serve_cmds  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

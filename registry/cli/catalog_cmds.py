@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +11,15 @@ import typer
 
 from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, open_registry, table
 from registry.errors import VerificationFailed
+
+
+def _progress():
+    """tqdm bars on stderr when it is a terminal; nothing in pipes, logs and tests."""
+    if not sys.stderr.isatty():
+        return None
+    from registry.fetch.progress import TqdmProgress
+
+    return TqdmProgress(sys.stderr)
 
 
 @app.command("add")
@@ -23,7 +34,7 @@ def add_cmd(
     from registry.services.add import add_folder
 
     reg = open_registry()
-    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest)
+    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
     if json_out:
         emit_json(result)
         return
@@ -93,9 +104,9 @@ def verify_cmd(
     """Check that every file of the catalog is in the store with its recorded bytes. Exit 1 on any problem."""
     from registry.services.verify import verify
 
-    report = verify(open_registry(), names or [], deep=deep)
+    report = verify(open_registry(), names or [], deep=deep, progress=_progress())
     if json_out:
-        emit_json({"ok": report.ok, **{k: v for k, v in __import__("dataclasses").asdict(report).items()}})
+        emit_json({"ok": report.ok, **dataclasses.asdict(report)})
     else:
         mode = "deep (blake3 of every blob)" if deep else "fast (stat cache)"
         echo(f"verified {len(report.models_checked)} models, {report.files_checked} files, "

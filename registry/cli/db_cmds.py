@@ -75,7 +75,12 @@ def check_cmd(json_out: JsonOpt = False) -> None:
     if json_out:
         emit_json({"current": current, "head": head, "ok": ok, "drift": diffs})
     else:
-        echo("schema ok" if ok else f"schema not ok: current {current or 'empty'}, head {head}; drift: {diffs or 'none'}")
+        if ok:
+            echo(f"schema ok: {current}")
+        elif current != head:
+            echo(f"schema not ok: current {current or 'empty'}, head {head}; run: registry db upgrade")
+        else:
+            echo(f"schema not ok: the tables differ from the models (a migration is missing): {diffs}")
     if not ok:
         raise SchemaOutOfDate(f"catalog schema is {current or 'empty'}, head is {head}; run: registry db upgrade",
                               details={"reported": True})

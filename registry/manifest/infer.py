@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from registry.errors import ManifestError
-from registry.manifest.schema import ComponentSpec, FileSpec, Manifest, SmokeSpec, ImageSpec
+from registry.paths import check_relative_path
+from registry.manifest.schema import REPO_ID_RE, ComponentSpec, FileSpec, ImageSpec, Manifest, SmokeSpec
 
 ReadJson = Callable[[str], "dict[str, Any] | None"]
 
@@ -52,6 +53,12 @@ def infer_manifest(name: str, paths: Sequence[str], read_json: ReadJson) -> Mani
 
     def comp(role: str, files: list[str], *, repo: str = name, revision: str | None = None, required: bool = True,
              note: str = "") -> None:
+        for f in files:  # names read from JSON files (index, modules, auto_map) must stay inside the repo
+            try:
+                check_relative_path(f)
+            except ValueError as exc:
+                raise ManifestError(f"{name}: a {role} file named by the repo's own JSON is unusable: {exc}",
+                                    details={"file": None, "key": role}) from exc
         if files:
             components.append(ComponentSpec(role=role, repo=repo, revision=revision,
                                             files=tuple(FileSpec(f) for f in files), required=required, note=note))
@@ -67,6 +74,14 @@ def infer_manifest(name: str, paths: Sequence[str], read_json: ReadJson) -> Mani
         if not isinstance(base, str) or not base:
             raise ManifestError(
                 f"{name}: adapter_config.json has no base_model_name_or_path; write a manifest that names the base",
+                details={"file": "adapter_config.json", "key": "base_model_name_or_path"},
+            )
+        if not REPO_ID_RE.match(base):
+            # save_pretrained writes whatever path the base was loaded from, often a local one
+            raise ManifestError(
+                f"{name}: adapter_config.json: base_model_name_or_path is {base!r}, a local path rather than a repo "
+                "id; write a manifest whose base component names the base repo (see docs/manifests.md) and pass "
+                "it with --manifest",
                 details={"file": "adapter_config.json", "key": "base_model_name_or_path"},
             )
         revision = adapter_cfg.get("revision") if isinstance(adapter_cfg.get("revision"), str) else None

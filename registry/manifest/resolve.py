@@ -32,6 +32,11 @@ class Selection:
     mismatched: tuple[str, ...] = ()  # "role: path: ..." where the listing contradicts the manifest
 
 
+def _names_folder(pattern: str, path: str) -> bool:
+    """A pattern that spells out an ignored folder (``onnx/*``) asks for it; ``*/x`` does not."""
+    return "/" in pattern and pattern.split("/", 1)[0] == path.split("/", 1)[0]
+
+
 def select(component: ComponentSpec, listing: Mapping[str, RepoFile]) -> Selection:
     chosen: dict[str, None] = {}
     missing: list[str] = []
@@ -52,7 +57,7 @@ def select(component: ComponentSpec, listing: Mapping[str, RepoFile]) -> Selecti
     for pattern in component.patterns:
         matched = [
             p for p in sorted(listing)
-            if fnmatch.fnmatchcase(p, pattern) and not is_ignored(p)
+            if fnmatch.fnmatchcase(p, pattern) and (not is_ignored(p) or _names_folder(pattern, p))
             and not any(fnmatch.fnmatchcase(p, x) for x in component.exclude)
         ]
         if not matched and component.required:

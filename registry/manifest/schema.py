@@ -28,6 +28,7 @@ FAMILIES = (
     "visualized-bge",     # FlagEmbedding Visualized_BGE: visual .pth + text config/tokenizer
     "remote-code",        # trust_remote_code, only with every code file pinned by digest
 )
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
@@ -192,6 +193,8 @@ def _parse_component(r: _Reader, raw: Any, index: int, model_name: str) -> Compo
     if not REPO_ID_RE.match(repo):
         raise r.fail(f"{where}.repo", f"{repo!r} is not a repo id like 'org/name'")
     revision = r.get(raw, "revision", where, str, None)
+    if revision is not None and (not REVISION_RE.match(revision) or ".." in revision):
+        raise r.fail(f"{where}.revision", f"{revision!r} is not a commit id or a ref name like 'main' or 'v1.0'")
     files: list[FileSpec] = []
     for j, f in enumerate(r.get(raw, "files", where, list, [])):
         fwhere = f"{where}.files[{j}]"

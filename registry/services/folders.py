@@ -23,6 +23,7 @@ class Folder:
     root: Path
     files: dict[str, Path]          # repo-relative path -> real file to read
     snapshot_commit: str | None     # the commit when the folder is an HF cache snapshot
+    snapshot_refs: tuple[str, ...] = ()  # the cache's refs/ names that point at that commit
 
     def read_json(self, rel: str) -> Any:
         path = self.files.get(rel)
@@ -87,4 +88,18 @@ def scan_folder(path: Path | str) -> Folder:
             files[rel] = target
     if not files:
         raise InvalidPath(f"{root}: the folder is empty; is this a model folder?", details={"path": str(root)})
-    return Folder(root=root, files=files, snapshot_commit=snapshot_commit)
+    refs = _snapshot_refs(allowed_root, snapshot_commit) if snapshot_commit else ()
+    return Folder(root=root, files=files, snapshot_commit=snapshot_commit, snapshot_refs=refs)
+
+
+def _snapshot_refs(repo_dir: Path, commit: str) -> tuple[str, ...]:
+    """``refs/main`` (or ``refs/refs/pr/1``) files holding ``commit``: the ref names the cache knows it by."""
+    refs_dir = repo_dir / "refs"
+    names = []
+    for ref in sorted(refs_dir.rglob("*")) if refs_dir.is_dir() else ():
+        try:
+            if ref.is_file() and not ref.is_symlink() and ref.read_text(encoding="ascii").strip() == commit:
+                names.append(ref.relative_to(refs_dir).as_posix())
+        except (OSError, UnicodeDecodeError):
+            continue  # an unreadable ref only loses a label
+    return tuple(names)

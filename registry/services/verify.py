@@ -17,6 +17,7 @@ from registry.catalog.models import Blob
 from registry.catalog.queries import all_models
 from registry.services.context import Registry
 from registry.store import ExpectedBlob, check_blobs
+from registry.store.check import HashProgress
 
 Problem = Literal["missing", "changed", "extra"]
 
@@ -48,7 +49,8 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False) -> VerifyReport:
+def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
+           progress: HashProgress | None = None) -> VerifyReport:
     with reg.catalog.reader() as session:
         models = all_models(session, names)
         wanted: dict[str, ExpectedBlob] = {}
@@ -63,7 +65,7 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False) -> V
                                                                  comp.revision.repo.repo_id, f.path))
         referenced = set(session.scalars(select(Blob.sha256)).all()) if not names else set()
         model_keys = [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in models]
-    checks = check_blobs(reg.store, reg.stat_cache, list(wanted.values()), deep=deep)
+    checks = check_blobs(reg.store, reg.stat_cache, list(wanted.values()), deep=deep, progress=progress)
     problems: list[FileProblem] = []
     bad_models: set[str] = set()
     for check in checks:

@@ -13,14 +13,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from registry.errors import IntegrityError, StorageError, UsageError
-from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher
+from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher, blake3_file
 from registry.store.statcache import StatCache, StatKey
 
 PARTIAL_SUFFIX = ".partial"
@@ -47,11 +47,30 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
     return StorageError(f"store I/O failed while {what}: {exc}", details={"errno": exc.errno})
 
 
+def _write_all(f: BinaryIO, data: bytes | bytearray | memoryview) -> None:
+    """Unbuffered writes may be short (e.g. just before ENOSPC): loop, or a blob would miss bytes."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = f.write(view)
+        if n is None or n <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[n:]
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    """Bytes copied and hashed into a temp file of the store, not yet under their digest's name."""
+
+    digests: Digests
+    tmp: Path
+
+
 @dataclass(frozen=True)
 class StoredBlob:
     digests: Digests
     path: Path
     created: bool  # False when the blob was already present (bytes not written again)
+    repaired: bool = False  # True when a corrupt blob under this digest was replaced by proven bytes
 
 
 class BlobStore:
@@ -114,23 +133,32 @@ class BlobStore:
             os.close(fd)
 
     # ---- writing ------------------------------------------------------------------------------
-    def ingest_file(self, src: Path, *, expected_sha256: str | None = None) -> StoredBlob:
-        """Copy a file into the store, hashing the bytes as they are copied (one pass)."""
+    def stage_file(self, src: Path, *, expected_sha256: str | None = None, git: bool | None = None,
+                   progress: Callable[[int], None] | None = None) -> "StagedBlob":
+        """Copy a file to a temp file in the store, hashing the bytes as they are copied (one pass).
+
+        Nothing is visible under a digest's name until ``commit_staged``: a caller that stages several
+        files and then finds one wrong can ``discard`` them all and leave the store as it was.
+        ``progress(n)`` is called after each chunk with the number of bytes just copied; ``git`` forces
+        (or suppresses) the git blob sha1 whatever the size.
+        """
         self.ensure()
-        size = os.stat(src).st_size
         try:
+            size = os.stat(src).st_size
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="ingest-")
         except OSError as exc:
             raise _storage_error(exc, f"creating a temp file for {src}") from exc
         tmp = Path(tmp_name)
         try:
-            hasher = MultiHasher(size)
+            hasher = MultiHasher(size, git=git)
             buf = bytearray(CHUNK)
             view = memoryview(buf)
             with open(src, "rb", buffering=0) as fin, os.fdopen(fd, "wb", buffering=0) as fout:
                 while n := fin.readinto(buf):
                     hasher.update(view[:n])
-                    fout.write(view[:n])
+                    _write_all(fout, view[:n])
+                    if progress is not None:
+                        progress(n)
                 fout.flush()
                 os.fsync(fout.fileno())
             digests = hasher.finish()
@@ -139,28 +167,66 @@ class BlobStore:
                     f"{src}: sha256 is {digests.sha256}, expected {expected_sha256}",
                     details={"path": str(src), "expected": expected_sha256, "actual": digests.sha256},
                 )
-            return self._commit(tmp, digests)
+            return StagedBlob(digests, tmp)
         except OSError as exc:
-            raise _storage_error(exc, f"copying {src} into the store") from exc
-        finally:
             tmp.unlink(missing_ok=True)
+            raise _storage_error(exc, f"copying {src} into the store") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def commit_staged(self, staged: "StagedBlob") -> StoredBlob:
+        """Move a staged file into place under its digest (or drop it if the blob is already there)."""
+        try:
+            return self._commit(staged.tmp, staged.digests)
+        except OSError as exc:
+            raise _storage_error(exc, f"storing blob {staged.digests.sha256}") from exc
+        finally:
+            staged.tmp.unlink(missing_ok=True)
+
+    def discard(self, staged: "StagedBlob") -> None:
+        staged.tmp.unlink(missing_ok=True)
+
+    def ingest_file(self, src: Path, *, expected_sha256: str | None = None,
+                    progress: Callable[[int], None] | None = None) -> StoredBlob:
+        """Copy a file into the store, hashing the bytes as they are copied (one pass)."""
+        return self.commit_staged(self.stage_file(src, expected_sha256=expected_sha256, progress=progress))
 
     def writer(self, *, expected_sha256: str | None, expected_size: int | None, resume: bool = False) -> "BlobWriter":
         """A streaming writer; with ``resume`` and a known digest it continues a ``.partial`` file."""
         self.ensure()
         return BlobWriter(self, expected_sha256, expected_size, resume)
 
-    def _commit(self, tmp: Path, digests: Digests) -> StoredBlob:
+    def _commit(self, tmp: Path, digests: Digests, *, locked: bool = False) -> StoredBlob:
+        """Rename ``tmp`` (proven to hold ``digests``) into place; ``locked``: the caller holds the digest's lock."""
+        if not locked:
+            with self.lock(digests.sha256):
+                return self._commit(tmp, digests, locked=True)
         final = self.path_for(digests.sha256)
-        with self.lock(digests.sha256):
-            if final.is_file():
+        repaired = False
+        if final.is_file():
+            if self._intact(final, digests):
+                tmp.unlink(missing_ok=True)  # another writer got there first: keep its blob, drop ours
                 return StoredBlob(digests, final, created=False)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            repaired = True  # the bytes under this name rotted: the proven copy replaces them
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
         self._proven(final, digests)
-        return StoredBlob(digests, final, created=True)
+        return StoredBlob(digests, final, created=True, repaired=repaired)
+
+    def _intact(self, path: Path, digests: Digests) -> bool:
+        """An existing blob is trusted if the stat cache proved it unchanged, else it is re-hashed (blake3)."""
+        st = os.stat(path)
+        key = StatKey.of(st)
+        cached = self.stat_cache.get(digests.sha256)
+        if cached is not None and cached == (key, digests.blake3):
+            return True
+        if st.st_size == digests.size and blake3_file(path) == digests.blake3:
+            self.stat_cache.record([(digests.sha256, key, digests.blake3)])
+            return True
+        return False
 
     def _proven(self, path: Path, digests: Digests) -> None:
         self.stat_cache.record([(digests.sha256, StatKey.of(os.stat(path)), digests.blake3)])
@@ -230,7 +296,7 @@ class BlobWriter:
             )
         self._hasher.update(chunk)
         try:
-            self._f.write(chunk)
+            _write_all(self._f, chunk)
         except OSError as exc:
             raise _storage_error(exc, "writing a blob") from exc
 
@@ -259,19 +325,12 @@ class BlobWriter:
             self.path.unlink(missing_ok=True)
             self._release()
             raise
-        final = self.store.path_for(digests.sha256)
         try:
-            if final.is_file():
-                self.path.unlink(missing_ok=True)
-                return StoredBlob(digests, final, created=False)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.path, 0o444)
-            if self.expected_sha256:
-                os.replace(self.path, final)  # we hold this digest's lock
-                _fsync_dir(final.parent)
-                self.store._proven(final, digests)
-                return StoredBlob(digests, final, created=True)
-            return self.store._commit(self.path, digests)
+            # with a known digest we already hold its lock
+            return self.store._commit(self.path, digests, locked=self._lock_cm is not None)
+        except OSError as exc:
+            self.path.unlink(missing_ok=True)
+            raise _storage_error(exc, f"storing blob {digests.sha256}") from exc
         finally:
             self._release()
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from registry.hashing import blake3_file
 from registry.store.blobs import BlobStore
@@ -36,7 +36,16 @@ class BlobCheck:
     hashed: bool = False
 
 
-def check_blobs(store: BlobStore, cache: StatCache, expected: Sequence[ExpectedBlob], *, deep: bool) -> list[BlobCheck]:
+class HashProgress(Protocol):
+    """What check_blobs reports while hashing (a subset of the CLI's progress bars' interface)."""
+
+    def begin(self, total_bytes: int, files: int) -> None: ...
+    def advance(self, key: str, n: int) -> None: ...
+    def end(self) -> None: ...
+
+
+def check_blobs(store: BlobStore, cache: StatCache, expected: Sequence[ExpectedBlob], *, deep: bool,
+                progress: HashProgress | None = None) -> list[BlobCheck]:
     known = {} if deep else cache.load()
     results: dict[str, BlobCheck] = {}
     to_hash: list[tuple[ExpectedBlob, StatKey]] = []
@@ -58,19 +67,33 @@ def check_blobs(store: BlobStore, cache: StatCache, expected: Sequence[ExpectedB
 
     def rehash(item: tuple[ExpectedBlob, StatKey], threads: int | None) -> tuple[ExpectedBlob, StatKey, str]:
         blob, key = item
-        return blob, key, blake3_file(store.path_for(blob.sha256), threads=threads)
+        try:
+            actual = blake3_file(store.path_for(blob.sha256), threads=threads)
+        except FileNotFoundError:
+            actual = "missing"  # removed between the stat and the hash
+        if progress is not None:
+            progress.advance("verify", blob.size)
+        return blob, key, actual
 
     large = [i for i in to_hash if i[0].size >= _LARGE]
     small = [i for i in to_hash if i[0].size < _LARGE]
-    hashed = [rehash(i, None) for i in large]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        hashed.extend(pool.map(lambda i: rehash(i, 1), small))
+    if progress is not None and to_hash:
+        progress.begin(sum(b.size for b, _ in to_hash), len(to_hash))
+    try:
+        hashed = [rehash(i, None) for i in large]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            hashed.extend(pool.map(lambda i: rehash(i, 1), small))
+    finally:
+        if progress is not None and to_hash:
+            progress.end()
 
     proven: list[tuple[str, StatKey, str]] = []
     for blob, key, actual in hashed:
         if actual == blob.blake3:
             results[blob.sha256] = BlobCheck(blob.sha256, "ok", hashed=True)
             proven.append((blob.sha256, key, actual))
+        elif actual == "missing":
+            results[blob.sha256] = BlobCheck(blob.sha256, "missing", "blob not in the store", hashed=True)
         else:
             results[blob.sha256] = BlobCheck(
                 blob.sha256, "changed", f"blake3 is {actual}, expected {blob.blake3}", hashed=True

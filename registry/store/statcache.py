@@ -49,6 +49,11 @@ class StatCache:
         rows = self._conn().execute("SELECT sha256, size, mtime_ns, ctime_ns, inode, blake3 FROM stat").fetchall()
         return {r[0]: (StatKey(r[1], r[2], r[3], r[4]), r[5]) for r in rows}
 
+    def get(self, sha256: str) -> tuple[StatKey, str] | None:
+        r = self._conn().execute("SELECT size, mtime_ns, ctime_ns, inode, blake3 FROM stat WHERE sha256 = ?",
+                                 (sha256,)).fetchone()
+        return None if r is None else (StatKey(r[0], r[1], r[2], r[3]), r[4])
+
     def record(self, entries: list[tuple[str, StatKey, str]]) -> None:
         if not entries:
             return

@@ -1,0 +1,114 @@
+"""serve / export / import / deploy / audit: the offline-mirror commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, note, open_registry, table
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    token_file: Annotated[Optional[Path], typer.Option("--token-file", help="TOML file of bearer tokens and the repo globs they may read (see docs/mirror.md).")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request to stderr.")] = False,
+) -> None:
+    """Serve registered models over the Hub's HTTP API (point clients at it with HF_ENDPOINT)."""
+    import uvicorn
+
+    from registry.server import TokenPolicy, create_app
+
+    policy = TokenPolicy.load(token_file) if token_file else TokenPolicy.open()
+    reg = open_registry()
+    note(f"serving registered models of {reg.settings.home} on http://{host}:{port} "
+         f"({'tokens from ' + str(token_file) if token_file else 'no auth'}); set HF_ENDPOINT=http://{host}:{port}")
+    uvicorn.run(create_app(reg, policy), host=host, port=port, log_level="warning", access_log=access_log,
+                http="httptools", lifespan="on", server_header=False)
+
+
+@app.command("export")
+def export_cmd(
+    names: Annotated[list[str], typer.Argument(help="Models to export (NAME or NAME@REVISION); their bases come along.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="A new folder, or a file ending in .tar.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a bundle (manifests, catalog records, smoke runs, lineage and blobs) for an air-gapped site."""
+    from registry.services.bundle import export_bundle
+
+    result = export_bundle(open_registry(), names, output)
+    if json_out:
+        emit_json(result)
+        return
+    echo(f"wrote {result.path} ({result.format}): {len(result.models)} models, {result.blobs} blobs, "
+         f"{human_size(result.bytes)}")
+    echo(table(["name", "commit", "state", "files", "size"],
+               [(m.name, m.commit[:12], m.state, m.files, human_size(m.bytes)) for m in result.models]))
+
+
+@app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="A bundle folder or .tar written by `registry export`.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify every byte of a bundle, then record its models (blobs already in the store are skipped)."""
+    from registry.services.bundle import import_bundle
+
+    result = import_bundle(open_registry(), path)
+    if json_out:
+        emit_json(result)
+        return
+    echo(f"imported {len(result.models)} models from {result.path}: {result.blobs_written} blobs written "
+         f"({human_size(result.bytes_written)}), {result.blobs_skipped} already present")
+    echo(table(["name", "commit", "state", "files", "size"],
+               [(m.name, m.commit[:12], m.state, m.files, human_size(m.bytes)) for m in result.models]))
+
+
+@app.command("deploy")
+def deploy_cmd(
+    name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION of a registered model.")],
+    target: Annotated[Path, typer.Option("--target", help="An HF cache root (hf-cache) or a new folder (dir).")],
+    layout: Annotated[str, typer.Option("--layout", help="hf-cache (models--org--name/...) or dir (a plain folder).")] = "hf-cache",
+    node: Annotated[Optional[str], typer.Option("--node", help="Node name recorded for the audit (default: this host).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Materialise a registered model on this node and record the deployment."""
+    from registry.services.deploy import deploy
+
+    result = deploy(open_registry(), name, target, layout=layout, node=node)
+    if json_out:
+        emit_json(result)
+        return
+    echo(f"deployed {result.name}@{result.commit[:12]} to {result.path} ({result.layout}, node {result.node}); "
+         f"root digest {result.root_digest}")
+    echo(table(["repo", "commit", "files", "size", "linked", "copied", "reused"],
+               [(r.repo_id, r.commit[:12], r.files, human_size(r.bytes), r.linked, r.copied, r.reused)
+                for r in result.repos]))
+    if result.layout == "hf-cache":
+        echo(f"load with: HF_HUB_OFFLINE=1 HF_HUB_CACHE={result.target}")
+    for repo in result.not_included:
+        note(f"note: {repo} is not in a dir deployment; deploy it too, or use --layout hf-cache")
+
+
+@app.command("audit")
+def audit_cmd(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Only these models (default: every deployment).")] = None,
+    node: Annotated[Optional[str], typer.Option("--node", help="Node whose deployments to check (default: this host).")] = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Re-hash deployed files with blake3, not just sizes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare what is deployed on this node with the files on disk and with what is registered. Exit 1 on drift."""
+    from registry.errors import VerificationFailed
+    from registry.services.deploy import audit
+
+    report = audit(open_registry(), node=node, names=names or [], deep=deep)
+    if json_out:
+        emit_json({"ok": report.ok, "checked": report.checked, "findings": report.findings})
+    else:
+        echo(table(["id", "name", "node", "path", "problem", "detail"],
+                   [(f.deployment_id, f.name, f.node, f.path, f.problem, f.detail) for f in report.findings]))
+    if not report.ok:
+        raise VerificationFailed("deployments drifted from the catalog", details={"reported": True})

@@ -1,0 +1,428 @@
+"""``registry export`` / ``registry import``: carry models across an air gap.
+
+A bundle is a folder or a single uncompressed ``.tar`` holding exactly::
+
+    bundle.json            format, the models (resolved manifests, states, sources and refs, lineage, smoke runs)
+                           and the blob table (sha256 -> size, blake3, git sha1)
+    blobs/<sha256>         one file per blob
+
+Import trusts nothing: every entry's name and type is checked first (no ``..``, absolute paths, links, devices,
+duplicates or unknown files), bundle.json must agree with itself (each model's root digest recomputed, each
+file's digests in the blob table), then every blob is checked for size, sha256 and blake3 as it is copied into
+the store, and only then is anything recorded in the catalog, in one transaction. Blobs already in the store are
+skipped, so importing a newer bundle over an older one only copies what is new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import shutil
+import stat
+import tarfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+
+from registry.catalog.models import Model, SmokeRun
+from registry.catalog.queries import find_model
+from registry.errors import ConflictError, IntegrityError, StorageError, UsageError
+from registry.hashing import CHUNK, SHA1_RE, SHA256_RE
+from registry.manifest.resolve import ResolvedManifest
+from registry.manifest.schema import REPO_ID_RE
+from registry.paths import check_relative_path
+from registry.services.context import Registry
+from registry.services.record import RepoSource, record_model
+
+FORMAT = "registry-bundle"
+VERSION = 1
+INDEX = "bundle.json"
+MAX_INDEX = 64 * 1024 * 1024
+STATES = ("verified", "registered")  # what a bundle may carry; quarantined models stay home
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    commit: str
+    state: str
+    root_digest: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: str
+    format: str  # dir | tar
+    models: tuple[BundledModel, ...]
+    blobs: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    path: str
+    format: str
+    models: tuple[BundledModel, ...]
+    blobs: int
+    blobs_written: int
+    blobs_skipped: int
+    bytes_written: int
+
+
+# ---- export -------------------------------------------------------------------------------------------
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _model_record(model: Model) -> dict[str, Any]:
+    sources: dict[str, dict[str, Any]] = {}
+    for comp in model.components:
+        rev = comp.revision
+        sources[rev.repo.repo_id] = {
+            "repo": rev.repo.repo_id, "commit": rev.commit_sha, "source": rev.source,
+            "refs": sorted(r.name for r in rev.repo.refs if r.revision_id == rev.id),
+        }
+    lineage = [{"relation": l.relation, "repo": l.parent_revision.repo.repo_id, "commit": l.parent_revision.commit_sha,
+                "source": l.parent_revision.source, "pinned": l.pinned} for l in model.lineage]
+    smoke = [{"passed": s.passed, "device": s.device, "dtype": s.dtype, "library_versions": s.library_versions,
+              "wall_ms": s.wall_ms, "output_shapes": s.output_shapes, "fingerprint": s.fingerprint, "stats": s.stats,
+              "error": s.error, "created_at": _iso(s.created_at)} for s in model.smoke_runs]
+    return {"name": model.name, "commit": model.revision.commit_sha, "family": model.family, "state": model.state,
+            "state_reason": model.state_reason, "root_digest": model.root_digest, "manifest": model.manifest,
+            "sources": sorted(sources.values(), key=lambda s: s["repo"]), "lineage": lineage, "smoke_runs": smoke}
+
+
+def _collect(reg: Registry, names: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The models asked for plus the models they stand on (an adapter's base), parents first."""
+    if not names:
+        raise UsageError("name at least one model to export")
+    ordered: list[dict[str, Any]] = []
+    blobs: dict[str, dict[str, Any]] = {}
+    seen: set[int] = set()
+    with reg.catalog.reader() as session:
+        def visit(model: Model) -> None:
+            if model.id in seen:
+                return
+            seen.add(model.id)
+            if model.state not in STATES:
+                raise ConflictError(
+                    f"{model.name}@{model.revision.commit_sha[:12]} is {model.state}"
+                    f"{' (' + model.state_reason + ')' if model.state_reason else ''}; only verified or registered "
+                    "models are exported", details={"name": model.name, "state": model.state})
+            for l in model.lineage:
+                if l.parent_model is not None:
+                    visit(l.parent_model)
+            for comp in model.components:
+                for f in comp.files:
+                    blobs[f.blob_sha256] = {"sha256": f.blob_sha256, "size": f.blob.size, "blake3": f.blob.blake3,
+                                            "git_sha1": f.blob.git_sha1}
+            ordered.append(_model_record(model))
+
+        for spec in names:
+            visit(find_model(session, spec))
+    for sha in blobs:
+        if not reg.store.has(sha):
+            raise StorageError(f"blob {sha} is not in the store; run `registry verify` (nothing was exported)")
+    return ordered, blobs
+
+
+def _summary(record: dict[str, Any]) -> BundledModel:
+    files = {(c["repo"], f["path"]): f["size"] for c in record["manifest"]["components"] for f in c["files"]}
+    return BundledModel(record["name"], record["commit"], record["state"], record["root_digest"], len(files),
+                        sum(files.values()))
+
+
+def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> ExportResult:
+    output = Path(output).expanduser().absolute()
+    as_tar = output.suffix == ".tar"
+    if output.exists() and (as_tar or not output.is_dir() or any(output.iterdir())):
+        raise ConflictError(f"{output} already exists; remove it or choose another --output",
+                            details={"output": str(output)})
+    models, blobs = _collect(reg, names)
+    index = json.dumps({
+        "format": FORMAT, "version": VERSION, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_by": reg.settings.actor, "host": reg.settings.host, "models": models,
+        "blobs": sorted(blobs.values(), key=lambda b: b["sha256"]),
+    }, indent=1, sort_keys=True).encode()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.incomplete"
+    try:
+        if as_tar:
+            _write_tar(reg, staging, index, blobs)
+        else:
+            _write_dir(reg, staging, index, blobs)
+        if output.is_dir():
+            output.rmdir()
+        os.rename(staging, output)  # the bundle appears whole
+    except OSError as exc:
+        raise StorageError(f"writing {output} failed: {exc} (nothing partial was left)") from exc
+    finally:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        elif staging.exists():
+            staging.unlink()
+    with reg.catalog.session() as session:
+        reg.log(session, "export", ",".join(m["name"] for m in models), output=str(output), blobs=len(blobs))
+    return ExportResult(str(output), "tar" if as_tar else "dir", tuple(_summary(m) for m in models), len(blobs),
+                        sum(b["size"] for b in blobs.values()))
+
+
+def _write_dir(reg: Registry, staging: Path, index: bytes, blobs: dict[str, dict[str, Any]]) -> None:
+    (staging / "blobs").mkdir(parents=True)
+    (staging / INDEX).write_bytes(index)
+    for sha in blobs:
+        src, dest = reg.store.path_for(sha), staging / "blobs" / sha
+        try:
+            os.link(src, dest)  # blobs are read-only: sharing the inode is safe
+        except OSError:
+            shutil.copyfile(src, dest)
+
+
+def _write_tar(reg: Registry, staging: Path, index: bytes, blobs: dict[str, dict[str, Any]]) -> None:
+    now = int(dt.datetime.now().timestamp())
+    with tarfile.open(staging, "w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
+        info = tarfile.TarInfo(INDEX)
+        info.size, info.mode, info.mtime = len(index), 0o644, now
+        tar.addfile(info, io.BytesIO(index))
+        for sha, meta in blobs.items():
+            info = tarfile.TarInfo(f"blobs/{sha}")
+            info.size, info.mode, info.mtime = meta["size"], 0o444, now
+            with reg.store.open(sha) as f:
+                tar.addfile(info, f)
+
+
+# ---- reading a bundle ---------------------------------------------------------------------------------
+
+def _refuse(entry: str, why: str) -> IntegrityError:
+    return IntegrityError(f"bundle entry {entry!r}: {why}; nothing was imported", details={"entry": entry})
+
+
+def _check_name(name: str, kind: str) -> str:
+    """The entries a bundle may hold: bundle.json, blobs/ and blobs/<sha256>."""
+    try:
+        check_relative_path(name)
+    except ValueError as exc:
+        raise _refuse(name, f"unsafe name ({exc})") from exc
+    if kind == "dir" and name == "blobs":
+        return name
+    if kind == "file" and (name == INDEX or (name.startswith("blobs/") and SHA256_RE.match(name[6:]))):
+        return name
+    raise _refuse(name, f"unknown {'folder' if kind == 'dir' else 'file'} (a bundle holds only {INDEX} and "
+                        "blobs/<sha256>)")
+
+
+class _Reader:
+    """Entries of a folder or a tar, after their names and types were checked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.format = "dir" if path.is_dir() else "tar"
+        self._tar: tarfile.TarFile | None = None
+        self._members: dict[str, tarfile.TarInfo] = {}
+        self.sizes: dict[str, int] = {}
+        if self.format == "dir":
+            self._scan_dir()
+        else:
+            self._scan_tar()
+
+    def _scan_dir(self) -> None:
+        for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
+            here = Path(dirpath)
+            for name in sorted(dirnames) + sorted(filenames):
+                full = here / name
+                rel = full.relative_to(self.path).as_posix()
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    raise _refuse(rel, "a symbolic link")
+                if stat.S_ISDIR(st.st_mode):
+                    _check_name(rel, "dir")
+                elif stat.S_ISREG(st.st_mode):
+                    self.sizes[_check_name(rel, "file")] = st.st_size
+                else:
+                    raise _refuse(rel, "a device, socket or pipe, not a regular file")
+
+    def _scan_tar(self) -> None:
+        try:
+            self._tar = tarfile.open(self.path, "r:")
+            members = self._tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise IntegrityError(f"{self.path}: not a readable bundle (truncated or not an uncompressed tar: {exc}); "
+                                 "nothing was imported", details={"entry": None}) from exc
+        for m in members:
+            name = m.name[:-1] if m.name.endswith("/") else m.name
+            if m.issym() or m.islnk():
+                raise _refuse(m.name, f"a {'symbolic' if m.issym() else 'hard'} link (to {m.linkname!r})")
+            if m.ischr() or m.isblk() or m.isfifo() or not (m.isreg() or m.isdir()):
+                raise _refuse(m.name, "a device or special file, not a regular file")
+            if name in self._members or name in self.sizes:
+                raise _refuse(m.name, "appears twice")
+            if m.isdir():
+                _check_name(name, "dir")
+                self._members[name] = m
+                continue
+            self.sizes[_check_name(name, "file")] = m.size
+            self._members[name] = m
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        if self._tar is None:
+            with open(self.path / name, "rb") as f:
+                yield f
+            return
+        f = self._tar.extractfile(self._members[name])
+        if f is None:
+            raise _refuse(name, "cannot be read")
+        with f:
+            yield f
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+
+
+def _read_index(reader: _Reader) -> dict[str, Any]:
+    if INDEX not in reader.sizes:
+        raise _refuse(INDEX, "missing: this is not a registry bundle")
+    if reader.sizes[INDEX] > MAX_INDEX:
+        raise _refuse(INDEX, f"{reader.sizes[INDEX]} bytes is too large")
+    try:
+        with reader.open(INDEX) as f:
+            data = json.loads(f.read())
+    except (ValueError, EOFError, tarfile.TarError) as exc:
+        raise _refuse(INDEX, f"not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _refuse(INDEX, f"not a {FORMAT}")
+    if data.get("version") != VERSION:
+        raise _refuse(INDEX, f"version {data.get('version')!r}; this registry reads version {VERSION}")
+    return data
+
+
+def _check_index(data: dict[str, Any], reader: _Reader) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """bundle.json must agree with itself and with the entries present; returns (models, blob table)."""
+    try:
+        blobs = {b["sha256"]: b for b in data["blobs"]}
+        for sha, b in blobs.items():
+            if not (SHA256_RE.match(sha) and isinstance(b["size"], int) and b["size"] >= 0
+                    and SHA256_RE.match(b["blake3"]) and (b["git_sha1"] is None or SHA1_RE.match(b["git_sha1"]))):
+                raise _refuse(INDEX, f"blob {sha}: malformed digests or size")
+        models = list(data["models"])
+        for m in models:
+            where = f"model {m.get('name')!r}"
+            if m["state"] not in STATES:
+                raise _refuse(INDEX, f"{where}: state {m['state']!r} cannot be imported")
+            if not REPO_ID_RE.match(m["name"]) or not SHA1_RE.match(m["commit"]):
+                raise _refuse(INDEX, f"{where}: malformed name or commit")
+            resolved = ResolvedManifest.from_dict(m["manifest"])
+            if resolved.name != m["name"] or resolved.root_digest != m["root_digest"]:
+                raise _refuse(INDEX, f"{where}: the manifest's root digest is {resolved.root_digest}, "
+                                     f"the record says {m['root_digest']} (tampered)")
+            repos = {s["repo"]: s for s in m["sources"]}
+            for s in m["sources"]:
+                if not REPO_ID_RE.match(s["repo"]) or not SHA1_RE.match(s["commit"]):
+                    raise _refuse(INDEX, f"{where}: malformed source {s!r}")
+            for c in resolved.components:
+                if c.repo not in repos or repos[c.repo]["commit"] != c.commit:
+                    raise _refuse(INDEX, f"{where}: component {c.role} names {c.repo}@{c.commit}, not in its sources")
+                for f in c.files:
+                    check_relative_path(f.path)
+                    b = blobs.get(f.sha256)
+                    if b is None or b["size"] != f.size or b["blake3"] != f.blake3:
+                        raise _refuse(INDEX, f"{where}: {c.repo}/{f.path}: digests disagree with the blob table")
+            for l in m["lineage"]:
+                if not REPO_ID_RE.match(l["repo"]) or not SHA1_RE.match(l["commit"]):
+                    raise _refuse(INDEX, f"{where}: malformed lineage {l!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _refuse(INDEX, f"malformed ({type(exc).__name__}: {exc})") from exc
+    present = {n[6:] for n in reader.sizes if n.startswith("blobs/")}
+    for sha in sorted(present - set(blobs)):
+        raise _refuse(f"blobs/{sha}", f"not listed in {INDEX} (unknown file)")
+    for sha in sorted(set(blobs) - present):
+        raise _refuse(f"blobs/{sha}", "listed in bundle.json but missing (truncated bundle)")
+    for sha, b in blobs.items():
+        if reader.sizes[f"blobs/{sha}"] != b["size"]:
+            raise _refuse(f"blobs/{sha}", f"{reader.sizes[f'blobs/{sha}']} bytes, bundle.json says {b['size']} "
+                                          "(truncated or tampered)")
+    return models, blobs
+
+
+# ---- import ---------------------------------------------------------------------------------------------
+
+def _copy_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -> None:
+    entry = f"blobs/{sha}"
+    try:
+        with reader.open(entry) as src, reg.store.writer(expected_sha256=sha, expected_size=meta["size"]) as w:
+            while chunk := src.read(CHUNK):
+                w.write(chunk)
+            stored = w.commit()
+    except IntegrityError as exc:
+        raise _refuse(entry, f"{exc.message} (tampered or truncated)") from exc
+    except (tarfile.TarError, EOFError) as exc:
+        raise _refuse(entry, f"unreadable ({exc}); the bundle is truncated") from exc
+    if stored.digests.blake3 != meta["blake3"]:
+        # The bytes are what their sha256 names (the store stays right), but bundle.json lies about them.
+        raise _refuse(entry, f"blake3 is {stored.digests.blake3}, bundle.json says {meta['blake3']} (tampered)")
+
+
+def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
+    with reg.catalog.session() as session:
+        for m in models:
+            existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
+            for e in existing:
+                if e.revision.commit_sha == m["commit"] and e.state == "quarantined":
+                    raise ConflictError(f"{m['name']}@{m['commit'][:12]} is quarantined here ({e.state_reason}); "
+                                        "a bundle does not overrule a local quarantine (nothing was imported)")
+            sources = {s["repo"]: RepoSource(s["repo"], s["commit"], s["source"], tuple(s["refs"]))
+                       for s in m["sources"]}
+            derived = [(l["relation"], RepoSource(l["repo"], l["commit"], l.get("source") or f"bundle:{path}"))
+                       for l in m["lineage"] if l["relation"] != "base"]
+            model = record_model(session, ResolvedManifest.from_dict(m["manifest"]), sources, state=m["state"],
+                                 reason=m.get("state_reason"), derived_from=derived)
+            model.family = m["family"]
+            have = {(_iso(s.created_at), s.fingerprint, s.device) for s in model.smoke_runs}
+            for s in m["smoke_runs"]:
+                created = dt.datetime.fromisoformat(s["created_at"]) if s.get("created_at") else None
+                if (_iso(created), s["fingerprint"], s["device"]) in have:
+                    continue
+                run = SmokeRun(passed=s["passed"], device=s["device"], dtype=s["dtype"],
+                               library_versions=s["library_versions"], wall_ms=s["wall_ms"],
+                               output_shapes=s["output_shapes"], fingerprint=s["fingerprint"], stats=s["stats"],
+                               error=s["error"])
+                if created is not None:
+                    run.created_at = created
+                model.smoke_runs.append(run)
+            reg.log(session, "import", m["name"], commit=m["commit"], root_digest=m["root_digest"], state=m["state"],
+                    bundle=str(path))
+
+
+def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
+    path = Path(path).expanduser().absolute()
+    if not path.exists():
+        raise UsageError(f"{path}: no such bundle (a folder or a .tar written by `registry export`)")
+    if path.is_symlink() or not (path.is_dir() or path.is_file()):
+        raise UsageError(f"{path}: not a folder or a .tar file")
+    reader = _Reader(path)
+    try:
+        models, blobs = _check_index(_read_index(reader), reader)
+        written = skipped = nbytes = 0
+        for sha, meta in sorted(blobs.items()):
+            if reg.store.has(sha):
+                skipped += 1  # incremental: bytes already proven in this store
+                continue
+            _copy_blob(reg, reader, sha, meta)
+            written += 1
+            nbytes += meta["size"]
+    finally:
+        reader.close()
+    _record(reg, models, path)
+    return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
+                        nbytes)

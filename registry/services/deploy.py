@@ -1,0 +1,307 @@
+"""``registry deploy NAME --target DIR``: put a registered model on a node, and record where it went.
+
+Layouts:
+- ``hf-cache``: ``DIR/models--org--name/{blobs,snapshots,refs}`` exactly as huggingface_hub writes it (blobs named
+  by etag: sha256 for LFS files, git sha1 otherwise; relative symlinks from the snapshot), one such folder per repo
+  the model needs (an adapter's base too), so ``HF_HUB_OFFLINE=1 HF_HUB_CACHE=DIR`` loads it by name.
+- ``dir``: a plain folder holding the model's own repo files.
+
+Never partial: blobs are written under a temp name and renamed; a new snapshot or folder is assembled aside and
+renamed into place in one step. Hard links from the store when it is on the same filesystem, copies otherwise.
+``audit`` compares what the catalog says is deployed with what is on disk and with what is registered now.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from registry.catalog.models import LAYOUTS, Deployment, Ref
+from registry.catalog.queries import find_model
+from registry.errors import ConflictError, StorageError, UsageError
+from registry.hashing import blake3_file
+from registry.paths import safe_join
+from registry.services.context import Registry
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    sha256: str
+    blake3: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class PlannedRepo:
+    repo_id: str
+    commit: str
+    refs: tuple[str, ...]
+    files: tuple[PlannedFile, ...]
+
+
+@dataclass(frozen=True)
+class DeployedRepo:
+    repo_id: str
+    commit: str
+    path: str
+    files: int
+    bytes: int
+    linked: int
+    copied: int
+    reused: int
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    deployment_id: int
+    name: str
+    commit: str
+    root_digest: str
+    layout: str
+    node: str
+    actor: str
+    target: str
+    path: str
+    repos: tuple[DeployedRepo, ...]
+    not_included: tuple[str, ...]  # repos a `dir` deployment leaves out (deploy them too, or use hf-cache)
+
+
+def cache_folder_name(repo_id: str) -> str:
+    return "models--" + repo_id.replace("/", "--")
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    model_id: int
+    name: str
+    commit: str
+    root_digest: str
+
+
+def _plan(reg: Registry, spec: str) -> tuple[_Chosen, list[PlannedRepo]]:
+    with reg.catalog.reader() as session:
+        model = find_model(session, spec)
+        if model.state != "registered":
+            why = f" ({model.state_reason})" if model.state_reason else ""
+            raise ConflictError(
+                f"{model.name}@{model.revision.commit_sha[:12]} is {model.state}{why}; only registered models are "
+                "deployed: run `registry register` first" if model.state != "quarantined" else
+                f"{model.name}@{model.revision.commit_sha[:12]} is quarantined{why}; quarantined models are never deployed",
+                details={"name": model.name, "state": model.state},
+            )
+        repos: dict[tuple[str, str], dict[str, PlannedFile]] = {}
+        refs: dict[tuple[str, str], tuple[str, ...]] = {}
+        for comp in model.components:
+            rev = comp.revision
+            key = (rev.repo.repo_id, rev.commit_sha)
+            files = repos.setdefault(key, {})
+            for f in comp.files:
+                files[f.path] = PlannedFile(f.path, f.size, f.blob_sha256, f.blob.blake3,
+                                            f.blob_sha256 if f.lfs else f.git_oid)
+            if key not in refs:
+                names = dict(session.execute(select(Ref.name, Ref.revision_id).where(Ref.repo_id == rev.repo_id)).all())
+                here = tuple(sorted(n for n, r in names.items() if r == rev.id))
+                refs[key] = here if "main" in names else tuple(sorted({*here, "main"}))
+        own = (model.name, model.revision.commit_sha)
+        order = [k for k in repos if k != own] + ([own] if own in repos else [])
+        planned = [PlannedRepo(k[0], k[1], refs[k], tuple(sorted(repos[k].values(), key=lambda p: p.path)))
+                   for k in order]
+        chosen = _Chosen(model.id, model.name, model.revision.commit_sha, model.root_digest)
+    for repo in planned:
+        for f in repo.files:
+            if not reg.store.has(f.sha256):
+                raise StorageError(f"{repo.repo_id}: {f.path}: blob {f.sha256} is not in the store; "
+                                   "run `registry verify` (nothing was deployed)", details={"path": f.path})
+    return chosen, planned
+
+
+class _Materializer:
+    """Link (same filesystem) or copy a store blob to a destination, atomically."""
+
+    def __init__(self, reg: Registry) -> None:
+        self.reg = reg
+        self.linked = self.copied = self.reused = 0
+
+    def put(self, sha256: str, size: int, dest: Path) -> None:
+        if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == size:
+            self.reused += 1  # an etag-named blob already there holds these bytes
+            return
+        src = self.reg.store.path_for(sha256)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.incomplete")
+        try:
+            try:
+                os.link(src, tmp)
+                self.linked += 1
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+                    raise
+                shutil.copyfile(src, tmp)
+                self.copied += 1
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {dest}: {exc} (nothing partial was left)") from exc
+
+
+def _symlink_atomic(target: str, link: Path) -> None:
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}.link")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _deploy_cache_repo(root: Path, repo: PlannedRepo, mat: _Materializer) -> DeployedRepo:
+    before = (mat.linked, mat.copied, mat.reused)
+    folder = root / cache_folder_name(repo.repo_id)
+    blobs = folder / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (folder / "snapshots").mkdir(exist_ok=True)
+    for f in repo.files:
+        mat.put(f.sha256, f.size, blobs / f.etag)
+    final = folder / "snapshots" / repo.commit
+    staging = folder / f".registry-staging-{uuid.uuid4().hex[:8]}"
+    building = staging / repo.commit if not final.exists() else final
+    try:
+        for f in repo.files:
+            link = safe_join(building, f.path)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            _symlink_atomic(os.path.relpath(blobs / f.etag, link.parent), link)
+        if building is not final:
+            os.rename(building, final)  # the snapshot appears whole
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for name in repo.refs:
+        _write_atomic(safe_join(folder / "refs", name), repo.commit)
+    linked, copied, reused = (mat.linked - before[0], mat.copied - before[1], mat.reused - before[2])
+    return DeployedRepo(repo.repo_id, repo.commit, str(final), len(repo.files), sum(f.size for f in repo.files),
+                        linked, copied, reused)
+
+
+def _deploy_dir(target: Path, repo: PlannedRepo, mat: _Materializer) -> DeployedRepo:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConflictError(f"{target} exists and is not an empty folder; remove it or choose another --target",
+                            details={"target": str(target)})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.registry-staging-{uuid.uuid4().hex[:8]}"
+    try:
+        for f in repo.files:
+            dest = safe_join(staging, f.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            mat.put(f.sha256, f.size, dest)
+        if target.exists():
+            target.rmdir()
+        os.rename(staging, target)  # the folder appears whole
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return DeployedRepo(repo.repo_id, repo.commit, str(target), len(repo.files), sum(f.size for f in repo.files),
+                        mat.linked, mat.copied, mat.reused)
+
+
+def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-cache", node: str | None = None
+           ) -> DeployResult:
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    target = Path(target).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--target {target} is a file; give a folder", details={"target": str(target)})
+    model, planned = _plan(reg, spec)
+    node = node or reg.settings.host
+    mat = _Materializer(reg)
+    not_included: tuple[str, ...] = ()
+    try:
+        if layout == "hf-cache":
+            target.mkdir(parents=True, exist_ok=True)
+            done = tuple(_deploy_cache_repo(target, repo, mat) for repo in planned)
+            path = done[-1].path
+        else:
+            own = [r for r in planned if r.repo_id == model.name]
+            not_included = tuple(f"{r.repo_id}@{r.commit}" for r in planned if r.repo_id != model.name)
+            done = (_deploy_dir(target, own[0], mat),)
+            path = str(target)
+    except OSError as exc:
+        raise StorageError(f"deploying to {target} failed: {exc}") from exc
+    with reg.catalog.session() as session:
+        for old in session.scalars(select(Deployment).where(Deployment.node == node, Deployment.path == path,
+                                                            Deployment.removed_at.is_(None))):
+            old.removed_at = _now()
+        row = Deployment(model_id=model.model_id, node=node, path=path, layout=layout, commit_sha=model.commit,
+                         root_digest=model.root_digest, actor=reg.settings.actor)
+        session.add(row)
+        session.flush()
+        reg.log(session, "deploy", model.name, commit=model.commit, root_digest=model.root_digest,
+                node=node, path=path, layout=layout, linked=mat.linked, copied=mat.copied)
+        deployment_id = row.id
+    return DeployResult(deployment_id, model.name, model.commit, model.root_digest, layout, node,
+                        reg.settings.actor, str(target), path, done, not_included)
+
+
+def _now():  # noqa: ANN202 - a timezone-aware timestamp, as the catalog stores them
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# ---- audit ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuditFinding:
+    deployment_id: int
+    name: str
+    node: str
+    path: str
+    problem: str  # not-registered | missing | changed | ok
+    detail: str
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    checked: int
+    findings: tuple[AuditFinding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.problem == "ok" for f in self.findings)
+
+
+def audit(reg: Registry, *, node: str | None = None, names: Sequence[str] = (), deep: bool = False) -> AuditReport:
+    """Each live deployment on ``node`` (default: this host): still registered? every file there, same bytes?"""
+    node = node or reg.settings.host
+    findings: list[AuditFinding] = []
+    with reg.catalog.reader() as session:
+        q = select(Deployment).where(Deployment.node == node, Deployment.removed_at.is_(None)).order_by(Deployment.id)
+        rows = list(session.scalars(q))
+        for d in rows:
+            model = d.model
+            if names and model.name not in names:
+                continue
+            problems: list[tuple[str, str]] = []
+            if model.state != "registered":
+                problems.append(("not-registered", f"the model is now {model.state}"
+                                 + (f": {model.state_reason}" if model.state_reason else "")))
+            own = [c for c in model.components if c.revision_id == model.revision_id]
+            base = Path(d.path)
+            for comp in own:
+                for f in comp.files:
+                    p = safe_join(base, f.path)
+                    if not p.exists():
+                        problems.append(("missing", f.path))
+                    elif p.stat().st_size != f.size or (deep and blake3_file(p) != f.blob.blake3):
+                        problems.append(("changed", f.path))
+            for problem, detail in problems or [("ok", "")]:
+                findings.append(AuditFinding(d.id, model.name, d.node, d.path, problem, detail))
+    return AuditReport(len({f.deployment_id for f in findings}), tuple(findings))

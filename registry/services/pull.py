@@ -1,0 +1,506 @@
+"""``registry pull REPO_ID``: a complete, verified snapshot from the Hub or an HF-compatible mirror.
+
+Plan, then execute, then record:
+1. resolve the revision to a commit and read the tree (sizes, LFS sha256, git oids);
+2. choose the manifest (``--manifest``, curated, or inferred from the tree and small JSON files) and
+   resolve every repo it depends on (an adapter's base, a cross-repo tokenizer) the same way;
+3. download exactly the selected files straight into the store, hashing while bytes arrive; a blob
+   whose sha256 is already stored is never fetched again; every file's size and sha256 (LFS) or
+   git blob sha1 (regular files) must match the tree before it is kept;
+4. format checks, then ONE catalog transaction recording the model as ``verified``.
+Nothing is recorded before every byte is proven, so a pull killed at any moment claims nothing; its
+``.partial`` files let the next run resume with HTTP Range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select as sa_select
+
+from registry.catalog.models import Blob
+from registry.catalog.queries import find_model
+from registry.errors import (
+    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ModelNotFound, NotFound, RegistryError,
+    StorageError, UsageError,
+)
+from registry.fetch.hub import HubClient, RemoteFile, RemoteRepo
+from registry.fetch.progress import NullProgress, Progress
+from registry.formats import check_files
+from registry.hashing import SHA1_RE, blake3_file
+from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
+from registry.manifest.schema import REPO_ID_RE, Manifest
+from registry.services.add import ComponentSummary
+from registry.services.context import Registry
+from registry.services.manifests import choose_manifest, missing_repo_selection
+from registry.services.record import RepoSource, record_model
+from registry.store.blobs import BlobStore, BlobWriter
+
+SMALL_JSON = 4 * 1024 * 1024  # read_json for inference fetches only small JSON files
+KEEP_STATES = ("registered", "quarantined")  # a re-pull of the same bytes does not undo these
+
+
+@dataclass(frozen=True)
+class PullResult:
+    name: str
+    revision: str
+    commit: str
+    state: str
+    family: str
+    inferred: bool
+    manifest_source: str | None
+    root_digest: str
+    endpoint: str
+    files: int
+    bytes: int
+    downloaded_files: int
+    downloaded_bytes: int
+    reused_files: int  # already in the store (same sha256, from any repo): not downloaded
+    resumed_files: int  # continued from a .partial left by an earlier run
+    components: tuple[ComponentSummary, ...]
+    pickles: tuple[str, ...]
+    offline: bool = False  # served from the store without the network
+    note: str = ""
+
+
+@dataclass
+class _Stats:
+    downloaded_files: int = 0
+    downloaded_bytes: int = 0
+    reused_files: int = 0
+    resumed_files: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+
+class _Stopped(Exception):
+    """Another file of the same pull failed: stop this one (its partial is kept)."""
+
+
+# ---- sinks: where downloaded bytes go ----------------------------------------------------------------
+
+class _LfsSink:
+    """An LFS file: the sha256 is known, so bytes go to ``<sha>.partial`` and resume across runs."""
+
+    def __init__(self, store: BlobStore, file: RemoteFile, stop: threading.Event) -> None:
+        self._store, self._file, self._stop = store, file, stop
+        self.writer: BlobWriter = store.writer(expected_sha256=file.sha256, expected_size=file.size, resume=True)
+        self.resumed_from = self.writer.offset
+
+    @property
+    def offset(self) -> int:
+        return self.writer.offset
+
+    def write(self, chunk: bytes) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+        self.writer.write(chunk)
+
+    def restart(self) -> None:
+        self.writer.abort(keep_partial=False)
+        self.writer = self._store.writer(expected_sha256=self._file.sha256, expected_size=self._file.size)
+
+
+class _RegularSink:
+    """A regular (non-LFS) file: only its git blob sha1 is published, checked before the blob is kept."""
+
+    def __init__(self, store: BlobStore, file: RemoteFile, stop: threading.Event) -> None:
+        self._store, self._file, self._stop = store, file, stop
+        self.writer = store.writer(expected_sha256=None, expected_size=file.size)
+        self._sha1 = hashlib.sha1(b"blob %d\0" % file.size)
+        self.resumed_from = 0
+
+    @property
+    def offset(self) -> int:
+        return self.writer.offset
+
+    def write(self, chunk: bytes) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+        self.writer.write(chunk)
+        self._sha1.update(chunk)
+
+    def restart(self) -> None:
+        self.writer.abort(keep_partial=False)
+        self.writer = self._store.writer(expected_sha256=None, expected_size=self._file.size)
+        self._sha1 = hashlib.sha1(b"blob %d\0" % self._file.size)
+
+    @property
+    def git_sha1(self) -> str:
+        return self._sha1.hexdigest()
+
+
+# ---- the downloader ---------------------------------------------------------------------------------
+
+def _key(file: RemoteFile) -> str:
+    """Files with the same content are fetched once: LFS by sha256, regular files by git oid."""
+    return f"sha256:{file.sha256}" if file.sha256 else f"git:{file.oid}"
+
+
+class _Downloader:
+    def __init__(self, reg: Registry, client: HubClient, progress: Progress, workers: int) -> None:
+        self.reg, self.client, self.progress, self.workers = reg, client, progress, workers
+        self.store = reg.store
+        self.stats = _Stats()
+        self.stop = threading.Event()
+        self._done: dict[str, tuple[str, str]] = {}  # key -> (sha256, blake3)
+        self._known: dict[str, tuple[str, str]] = {}  # catalog: git oid / sha256 -> (sha256, blake3)
+
+    def _load_known(self, files: Iterable[RemoteFile]) -> None:
+        """Digests the catalog already has, so stored blobs are reused without a byte of network."""
+        oids = {f.oid for f in files if not f.lfs} - {k[4:] for k in self._known}
+        shas = {f.sha256 for f in files if f.lfs} - set(self._known)
+        if not oids and not shas:
+            return
+        with self.reg.catalog.reader() as session:
+            rows = session.execute(
+                sa_select(Blob.sha256, Blob.blake3, Blob.git_sha1, Blob.size)
+                .where(Blob.git_sha1.in_(oids) | Blob.sha256.in_(shas))
+            ).all()
+        for sha, b3, git, size in rows:
+            self._known[sha] = (sha, b3)
+            if git:
+                self._known[f"git:{git}"] = (sha, b3)
+
+    def _reuse(self, file: RemoteFile) -> tuple[str, str] | None:
+        if file.lfs:
+            sha = file.sha256
+            assert sha is not None
+            if not self.store.has(sha):
+                return None
+            if sha not in self._known:  # stored by a pull that was not recorded: its blake3 is still cheap
+                self._known[sha] = (sha, blake3_file(self.store.path_for(sha)))
+            return self._known[sha]
+        known = self._known.get(f"git:{file.oid}")
+        if known is not None and self.store.has(known[0]):
+            return known
+        return None
+
+    def fetch(self, repo: RemoteRepo, file: RemoteFile) -> LockedFile:
+        """Make sure ``file``'s bytes are in the store and proven; returns its locked record."""
+        key = _key(file)
+        got = self._done.get(key) or self._reuse(file)
+        if got is not None:
+            if key not in self._done:
+                self.stats.add(reused_files=1)
+                self._done[key] = got
+        else:
+            got = self._download(repo, file)
+            self._done[key] = got
+        return LockedFile(file.path, file.size, got[0], got[1], file.oid, file.lfs)
+
+    def _download(self, repo: RemoteRepo, file: RemoteFile) -> tuple[str, str]:
+        where = f"{repo.repo_id}@{repo.commit[:12]}: {file.path}"
+        sink: _LfsSink | _RegularSink = (_LfsSink if file.lfs else _RegularSink)(self.store, file, self.stop)
+        if isinstance(sink, _LfsSink) and sink.writer.already_present:
+            # another process finished this blob while we waited for its lock (we still hold it, so the
+            # empty partial the writer opened is ours alone to delete)
+            sink.writer.abort(keep_partial=False)
+            self.stats.add(reused_files=1)
+            assert file.sha256 is not None
+            return file.sha256, blake3_file(self.store.path_for(file.sha256))
+        key = _key(file)
+        self.progress.file_begin(key, file.path, file.size, sink.offset)
+        received = 0
+
+        def on_bytes(n: int) -> None:
+            nonlocal received
+            received += n
+            self.progress.advance(key, n)
+
+        try:
+            self.client.download(repo.repo_id, repo.commit, file, sink, on_bytes)
+            if isinstance(sink, _RegularSink) and sink.offset == file.size and sink.git_sha1 != file.oid:
+                raise IntegrityError(
+                    f"{where}: the bytes served do not match the published git blob sha1: expected {file.oid}, "
+                    f"got {sink.git_sha1} (nothing of this pull was recorded)",
+                    details={"repo": repo.repo_id, "path": file.path, "expected": file.oid, "actual": sink.git_sha1,
+                             "algorithm": "git-sha1"},
+                )
+            stored = sink.writer.commit()
+        except IntegrityError as exc:
+            sink.writer.abort(keep_partial=False)
+            if exc.details.get("path") != file.path and (isinstance(exc.details.get("expected"), str) or "expected_size" in exc.details):
+                expected = exc.details.get("expected") or f"{file.size} bytes"
+                actual = exc.details.get("actual") or f"{exc.details.get('actual_size', sink.offset)} bytes"
+                raise IntegrityError(
+                    f"{where}: the bytes served do not match what {self.client.endpoint} published: expected "
+                    f"{'sha256 ' if file.lfs else ''}{expected}, got {actual}; the upstream serves corrupt data "
+                    "(nothing of this pull was recorded)",
+                    details={"repo": repo.repo_id, "path": file.path, "expected": expected, "actual": actual,
+                             "algorithm": "sha256" if file.lfs else "git-sha1"},
+                ) from exc
+            raise
+        except BaseException:
+            sink.writer.abort(keep_partial=True)
+            raise
+        finally:
+            self.progress.file_end(key)
+        self.stats.add(downloaded_files=1, downloaded_bytes=received, resumed_files=1 if sink.resumed_from else 0)
+        return stored.digests.sha256, stored.digests.blake3
+
+    def fetch_all(self, wanted: list[tuple[RemoteRepo, RemoteFile]]) -> dict[tuple[str, str], LockedFile]:
+        self._load_known(f for _, f in wanted)
+        unique: dict[str, tuple[RemoteRepo, RemoteFile]] = {}
+        for repo, f in wanted:
+            unique.setdefault(_key(f), (repo, f))
+        todo = [rf for k, rf in unique.items() if k not in self._done and self._reuse(rf[1]) is None]
+        self.progress.begin(sum(f.size for _, f in todo), len(todo))
+        out: dict[tuple[str, str], LockedFile] = {}
+        try:
+            # Large files first: the small ones fill the gaps on the other workers.
+            todo.sort(key=lambda rf: -rf[1].size)
+            with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="pull") as pool:
+                futures = [pool.submit(self.fetch, repo, f) for repo, f in todo]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [fu for fu in done if fu.exception() is not None]
+                if failed:
+                    self.stop.set()
+                    for fu in futures:
+                        fu.cancel()
+                    wait(futures)
+                    errors = [fu.exception() for fu in futures if fu.done() and not fu.cancelled()
+                              and fu.exception() is not None and not isinstance(fu.exception(), _Stopped)]
+                    # An integrity failure says most about the upstream: report it first.
+                    errors.sort(key=lambda e: not isinstance(e, IntegrityError))
+                    raise errors[0]  # type: ignore[misc]
+            for repo, f in wanted:
+                out[(repo.repo_id, f.path)] = self.fetch(repo, f)
+        finally:
+            self.progress.end()
+        return out
+
+
+# ---- the use case -----------------------------------------------------------------------------------
+
+def _listing(repo: RemoteRepo) -> dict[str, RepoFile]:
+    return {p: RepoFile(p, f.size, f.sha256, f.oid, f.lfs) for p, f in repo.files.items()}
+
+
+def _json_reader(dl: _Downloader, repo: RemoteRepo) -> Callable[[str], Any]:
+    import json
+
+    def read_json(path: str) -> Any:
+        file = repo.files.get(path)
+        if file is None or file.size > SMALL_JSON:
+            return None
+        dl._load_known([file])
+        locked = dl.fetch(repo, file)
+        try:
+            return json.loads(dl.store.path_for(locked.sha256).read_bytes())
+        except (UnicodeDecodeError, ValueError) as exc:
+            from registry.errors import ManifestError
+
+            raise ManifestError(f"{repo.repo_id}: {path} is not valid JSON: {exc}",
+                                details={"file": path, "key": None}) from exc
+
+    return read_json
+
+
+def _summaries(resolved: ResolvedManifest) -> tuple[ComponentSummary, ...]:
+    return tuple(ComponentSummary(c.role, c.repo, c.commit, len(c.files), sum(f.size for f in c.files), c.pinned)
+                 for c in resolved.components)
+
+
+def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, why: str) -> PullResult:
+    """Offline: succeed only if the catalog says the model is complete and every blob is in the store."""
+    spec = f"{name}@{revision}" if revision else name
+    with reg.catalog.reader() as session:
+        try:
+            model = find_model(session, spec)
+        except ModelNotFound as exc:
+            raise EndpointUnreachable(
+                f"{why}, and {spec} is not in the catalog: connect to the endpoint (unset HF_HUB_OFFLINE, check "
+                "HF_ENDPOINT) or import an offline bundle",
+                details={"name": name, "revision": revision, "endpoint": endpoint},
+            ) from exc
+        state, commit = model.state, model.revision.commit_sha
+        refs = [r.name for r in model.revision.repo.refs if r.revision_id == model.revision_id]
+        resolved = ResolvedManifest.from_dict(model.manifest)
+    if state not in ("verified", "registered"):
+        raise ConflictError(f"{why}, and {spec} is {state} in the catalog, not complete", details={"state": state})
+    files = [f for c in resolved.components for f in c.files]
+    absent = [f"{c.role}: {c.repo}/{f.path}" for c in resolved.components for f in c.files
+              if not reg.store.has(f.sha256) or reg.store.path_for(f.sha256).stat().st_size != f.size]
+    if absent:
+        raise IncompleteModel(
+            f"{why}, and the store lacks files of {spec}: " + ", ".join(absent)
+            + "; reconnect and pull again, or run `registry verify`",
+            missing=absent,
+        )
+    return PullResult(
+        name=name, revision=revision or (refs[0] if refs else commit), commit=commit, state=state,
+        family=resolved.family, inferred=resolved.inferred, manifest_source=resolved.source,
+        root_digest=resolved.root_digest, endpoint=endpoint, files=len(files), bytes=sum(f.size for f in files),
+        downloaded_files=0, downloaded_bytes=0, reused_files=len(files), resumed_files=0,
+        components=_summaries(resolved), pickles=tuple(sorted({f.path for f in files if f.path.endswith(
+            (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))})),
+        offline=True, note=f"{why}: {spec} is already complete in the store; nothing was downloaded",
+    )
+
+
+def _own_revision(manifest: Manifest, name: str) -> str | None:
+    revs = {c.revision for c in manifest.components if c.repo == name and c.revision}
+    if len(revs) > 1:
+        raise UsageError(f"the manifest of {name} names its own repo at several revisions: {', '.join(sorted(revs))}")
+    return next(iter(revs), None)
+
+
+def _dependencies(client: HubClient, manifest: Manifest, repos: dict[str, RemoteRepo]) -> list[Selection]:
+    selections: list[Selection] = []
+    failed: dict[str, str] = {}
+    for comp in manifest.components:
+        if comp.repo not in repos and comp.repo not in failed:
+            try:
+                repos[comp.repo] = client.repo(comp.repo, comp.revision or "main")
+            except NotFound as exc:
+                failed[comp.repo] = f"not found on {client.endpoint}: {exc.message}"
+        if comp.repo in failed:
+            selections.append(missing_repo_selection(comp, failed[comp.repo]))
+            continue
+        have = repos[comp.repo]
+        if comp.revision and comp.revision not in (have.revision, have.commit):
+            raise UsageError(f"the manifest names {comp.repo} at two revisions ({have.revision} and {comp.revision}); "
+                             "one repo can be used at one commit")
+        selections.append(select(comp, _listing(have)))
+    return selections
+
+
+def _check_pins(selections: list[Selection], locked: dict[tuple[str, str], LockedFile]) -> None:
+    """Digests the manifest pins, for files whose sha256 the tree does not publish (regular files)."""
+    bad = []
+    for sel in selections:
+        for spec in sel.component.files:
+            got = locked.get((sel.component.repo, spec.path))
+            if got is not None and spec.sha256 and got.sha256 != spec.sha256:
+                bad.append(f"{sel.component.role}: {sel.component.repo}/{spec.path}: sha256 is {got.sha256}, "
+                           f"the manifest expects {spec.sha256}")
+    if bad:
+        raise IntegrityError("files do not match the manifest's pinned digests:\n  " + "\n  ".join(bad),
+                             details={"mismatched": bad})
+
+
+def _record(reg: Registry, resolved: ResolvedManifest, sources: dict[str, RepoSource], event: dict[str, Any]) -> str:
+    """One transaction. Concurrent pulls of the same model converge: a unique-key race retries once more."""
+    from registry.catalog.models import Model
+
+    for attempt in range(4):
+        try:
+            with reg.catalog.session() as session:
+                own = sources[resolved.name]
+                existing = session.scalars(
+                    sa_select(Model).join(Model.revision).where(Model.name == resolved.name)
+                ).all()
+                state = "verified"
+                for m in existing:
+                    if m.revision.commit_sha == own.commit and m.root_digest == resolved.root_digest \
+                            and m.state in KEEP_STATES:
+                        state = m.state
+                reason = next((m.state_reason for m in existing if m.revision.commit_sha == own.commit
+                               and m.state == state == "quarantined"), None)
+                model = record_model(session, resolved, sources, state=state, reason=reason)
+                reg.log(session, "pull", resolved.name, **event, state=state)
+                return model.state
+        except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
+            if attempt == 3:
+                raise StorageError(f"recording {resolved.name} in the catalog failed: {exc.orig}") from exc
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_file: Path | str | None = None,
+         endpoint: str | None = None, token: str | None = None, progress: Progress | None = None,
+         retries: int = 5, backoff: float = 1.0, workers: int = 8) -> PullResult:
+    if not REPO_ID_RE.match(repo_id or ""):
+        raise UsageError(f"{repo_id!r} is not a repo id like 'org/name'")
+    if revision is not None and not revision.strip():
+        raise UsageError("--revision is empty; give a branch, tag or commit")
+    if manifest_file is not None and not Path(manifest_file).is_file():
+        raise UsageError(f"--manifest {manifest_file}: no such file")
+    if retries < 0 or backoff < 0 or workers < 1:
+        raise UsageError("--retries and --backoff must not be negative, and workers must be at least 1")
+    settings = reg.settings
+    endpoint = (endpoint or settings.endpoint).rstrip("/")
+    if not endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--endpoint {endpoint!r} is not an http(s) URL")
+    if settings.offline:
+        return _from_store(reg, repo_id, revision, endpoint, "offline (HF_HUB_OFFLINE is set)")
+    client = HubClient(endpoint, token or settings.token, retries=retries, backoff=backoff)
+    try:
+        own = client.repo(repo_id, revision or "main")
+    except EndpointUnreachable as exc:
+        return _from_store(reg, repo_id, revision, endpoint, f"{endpoint} is not reachable ({exc.message})")
+    try:
+        return _pull_online(reg, client, own, revision, manifest_file, progress or NullProgress(), workers)
+    except (IntegrityError, IncompleteModel) as exc:
+        reg.log_now("pull.refused", repo_id, endpoint=endpoint, commit=own.commit, error=type(exc).__name__,
+                    message=exc.message)
+        raise
+
+
+def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: str | None,
+                 manifest_file: Path | str | None, progress: Progress, workers: int) -> PullResult:
+    name = own.repo_id
+    dl = _Downloader(reg, client, progress, workers)
+    manifest = choose_manifest(reg.settings, name, Path(manifest_file) if manifest_file else None,
+                               list(own.files), _json_reader(dl, own))
+    pinned = _own_revision(manifest, name)
+    if pinned and pinned not in (own.revision, own.commit):
+        if revision is not None:
+            raise UsageError(f"the manifest ({manifest.source}) pins {name} at {pinned}, but --revision {revision} "
+                             f"is commit {own.commit}; drop --revision or use another manifest")
+        own = client.repo(name, pinned)
+    repos = {name: own}
+    selections = _dependencies(client, manifest, repos)
+    missing = [m for s in selections for m in s.missing]
+    if missing:
+        raise IncompleteModel(
+            f"{name}@{own.commit[:12]} does not satisfy its manifest ({manifest.source}); missing:\n  "
+            + "\n  ".join(missing),
+            missing=missing, details={"commit": own.commit, "manifest": manifest.source},
+        )
+    mismatched = [m for s in selections for m in s.mismatched]
+    if mismatched:
+        raise IntegrityError("the upstream tree contradicts the manifest:\n  " + "\n  ".join(mismatched),
+                             details={"mismatched": mismatched})
+
+    wanted = [(repos[s.component.repo], repos[s.component.repo].files[p]) for s in selections for p in s.paths]
+    locked = dl.fetch_all(wanted)
+    _check_pins(selections, locked)
+    pickles: list[str] = []
+    by_repo: dict[str, dict[str, Path]] = {}
+    for (repo, path), lf in locked.items():
+        by_repo.setdefault(repo, {})[path] = reg.store.path_for(lf.sha256)
+    for repo, files in by_repo.items():
+        pickles.extend(check_files(files, label=repo if repo != name else "").pickles)
+
+    resolved = lock(manifest, selections, {r: rr.commit for r, rr in repos.items()}, locked)
+    source = f"hub:{client.endpoint}"
+    sources = {r: RepoSource(r, rr.commit, source, () if SHA1_RE.match(rr.revision) else (rr.revision,))
+               for r, rr in repos.items()}
+    st = dl.stats
+    state = _record(reg, resolved, sources, {
+        "commit": own.commit, "revision": own.revision, "root_digest": resolved.root_digest,
+        "endpoint": client.endpoint, "manifest": manifest.source, "downloaded_files": st.downloaded_files,
+        "downloaded_bytes": st.downloaded_bytes, "reused_files": st.reused_files,
+    })
+    all_files = [f for c in resolved.components for f in c.files]
+    return PullResult(
+        name=name, revision=own.revision, commit=own.commit, state=state, family=resolved.family,
+        inferred=resolved.inferred, manifest_source=resolved.source, root_digest=resolved.root_digest,
+        endpoint=client.endpoint, files=len(all_files), bytes=sum(f.size for f in all_files),
+        downloaded_files=st.downloaded_files, downloaded_bytes=st.downloaded_bytes, reused_files=st.reused_files,
+        resumed_files=st.resumed_files, components=_summaries(resolved), pickles=tuple(sorted(set(pickles))),
+    )

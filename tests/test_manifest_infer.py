@@ -1,0 +1,137 @@
+"""Inference for repos without a curated manifest: each rule, and what is never required."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from registry.errors import ManifestError
+from registry.manifest.infer import infer_manifest, is_ignored
+
+
+def infer(files: dict[str, Any], name: str = "acme/x"):
+    """``files`` maps path -> parsed JSON (for the JSON files inference reads) or None."""
+    return infer_manifest(name, list(files), lambda p: files.get(p))
+
+
+def roles(m) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c in m.components:
+        out.setdefault(c.role, []).extend([f.path for f in c.files] + list(c.patterns))
+    return out
+
+
+def test_inferred_manifests_are_marked():
+    m = infer({"config.json": {}, "model.safetensors": None})
+    assert m.inferred and m.source == "inferred" and m.family == "transformers"
+    assert roles(m) == {"weights": ["model.safetensors"], "config": ["config.json"]}
+    assert all(c.repo == "acme/x" and c.required for c in m.components)
+
+
+def test_adapter_means_adapter_plus_base_from_base_model_name_or_path():
+    m = infer({"adapter_config.json": {"base_model_name_or_path": "vidore/colqwen2-base"},
+               "adapter_model.safetensors": None, "tokenizer.json": None, "preprocessor_config.json": None,
+               "checkpoint-3694/optimizer.pt": None, "checkpoint-3694/adapter_model.safetensors": None})
+    assert m.family == "colqwen2"
+    r = roles(m)
+    assert r["adapter"] == ["adapter_config.json", "adapter_model.safetensors"]
+    [base] = m.by_role("base")
+    assert base.repo == "vidore/colqwen2-base" and base.required and not base.pinned_commit
+    assert r["tokenizer"] == ["tokenizer.json"] and r["processor"] == ["preprocessor_config.json"]
+    assert m.smoke.image is not None  # a processor means the smoke test feeds an image
+    assert not any(p.startswith("checkpoint-") for ps in r.values() for p in ps)
+
+
+def test_adapter_family_follows_the_base():
+    m = infer({"adapter_config.json": {"base_model_name_or_path": "google/gemma-2b"}, "adapter_model.bin": None})
+    assert m.family == "peft" and roles(m)["adapter"] == ["adapter_config.json", "adapter_model.bin"]
+    assert infer({"adapter_config.json": {"base_model_name_or_path": "vidore/colpaligemma-3b-pt-448-base"},
+                  "adapter_model.safetensors": None}).family == "colpali"
+
+
+@pytest.mark.parametrize("cfg, words", [
+    ({}, "no base_model_name_or_path"),
+    ({"base_model_name_or_path": "/home/me/models/base"}, "a local path"),
+    ({"base_model_name_or_path": "./models/colpaligemma"}, "a local path"),
+])
+def test_adapter_without_a_usable_base_is_refused(cfg, words):
+    with pytest.raises(ManifestError, match=words) as info:
+        infer({"adapter_config.json": cfg, "adapter_model.safetensors": None})
+    assert info.value.details == {"file": "adapter_config.json", "key": "base_model_name_or_path"}
+
+
+def test_index_means_every_shard_it_names():
+    index = {"weight_map": {"a": "model-00001-of-00003.safetensors", "b": "model-00002-of-00003.safetensors",
+                            "c": "model-00003-of-00003.safetensors", "d": "model-00001-of-00003.safetensors"}}
+    m = infer({"config.json": {}, "model.safetensors.index.json": index,
+               "model-00001-of-00003.safetensors": None, "pytorch_model.bin": None, "onnx/model.onnx": None})
+    # every named shard is required, even the two that are absent: that is what makes a partial copy visible
+    assert roles(m)["weights"] == ["model.safetensors.index.json", "model-00001-of-00003.safetensors",
+                                   "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]
+
+
+def test_index_without_a_weight_map_is_refused():
+    with pytest.raises(ManifestError, match="no weight_map") as info:
+        infer({"model.safetensors.index.json": {"metadata": {}}, "config.json": {}})
+    assert info.value.details["key"] == "weight_map"
+
+
+def test_one_weight_format_only():
+    m = infer({"config.json": {}, "model.safetensors": None, "pytorch_model.bin": None, "tf_model.h5": None,
+               "onnx/model.onnx": None, "flax_model.msgpack": None})
+    assert roles(m)["weights"] == ["model.safetensors"]
+    m = infer({"config.json": {}, "pytorch_model.bin": None})
+    assert roles(m)["weights"] == ["pytorch_model.bin"] and "pickle" in m.by_role("weights")[0].note
+
+
+def test_modules_json_means_the_module_folders():
+    modules = [{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]
+    m = infer({"config.json": {}, "model.safetensors": None, "modules.json": modules, "sentence_bert_config.json": None,
+               "1_Pooling/config.json": None, "2_Dense/config.json": None, "2_Dense/model.safetensors": None,
+               "3_Unused/config.json": None, "vocab.txt": None})
+    assert m.family == "sentence-transformers"
+    st = [c for c in m.components if c.note == "sentence-transformers modules"][0]
+    assert [f.path for f in st.files] == ["1_Pooling/config.json", "2_Dense/config.json", "2_Dense/model.safetensors",
+                                          "modules.json", "sentence_bert_config.json"]
+    with pytest.raises(ManifestError, match="modules.json is not a list"):
+        infer({"modules.json": {"0": "x"}, "config.json": {}})
+
+
+def test_linear_pt_files_are_heads_and_both_heads_mean_bge_m3():
+    m = infer({"config.json": {}, "model.safetensors": None, "colbert_linear.pt": None, "sparse_linear.pt": None,
+               "sentencepiece.bpe.model": None, "onnx/model.onnx": None, "pytorch_model.bin": None})
+    assert m.family == "bge-m3"
+    assert roles(m)["head"] == ["colbert_linear.pt", "sparse_linear.pt"]
+    assert roles(m)["tokenizer"] == ["sentencepiece.bpe.model"]
+    one = infer({"config.json": {}, "model.safetensors": None, "colbert_linear.pt": None})
+    assert roles(one)["head"] == ["colbert_linear.pt"] and one.family == "transformers"
+
+
+def test_auto_map_means_code_files():
+    cfg = {"auto_map": {"AutoConfig": "configuration_cogvlm.CogVLMConfig",
+                        "AutoModelForCausalLM": "modeling_cogvlm.CogVLMForCausalLM",
+                        "AutoTokenizer": ["tokenization_x.XTokenizer", None],
+                        "AutoModel": "other/repo--modeling_other.Model"}}
+    m = infer({"config.json": cfg, "model.safetensors": None, "configuration_cogvlm.py": None,
+               "modeling_cogvlm.py": None, "visual.py": None, "util.py": None})
+    assert m.family == "remote-code"
+    assert roles(m)["code"] == ["configuration_cogvlm.py", "modeling_cogvlm.py", "tokenization_x.py", "util.py",
+                                "visual.py"]
+    assert m.expected_missing_keys == (r".*rotary_emb\.inv_freq$",)
+
+
+def test_not_a_model_folder():
+    with pytest.raises(ManifestError, match="is this a model folder"):
+        infer({"README.md": None, "notes.txt": None})
+
+
+@pytest.mark.parametrize("path, ignored", [
+    ("checkpoint-3694/optimizer.pt", True), ("checkpoint-1/adapter_model.safetensors", True),
+    ("onnx/model.onnx", True), ("optimizer.pt", True), ("rng_state.pth", True), ("openvino/x.xml", True),
+    ("model.safetensors", False), ("1_Pooling/config.json", False), ("checkpoints.md", False),
+])
+def test_never_required(path, ignored):
+    assert is_ignored(path) is ignored

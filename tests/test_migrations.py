@@ -1,0 +1,140 @@
+"""Alembic migrations on SQLite and Postgres: one head, up from empty, down to base and up again, no drift,
+and an out-of-date or unknown schema refused with a message naming `registry db upgrade`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
+
+from registry.catalog import migrate
+from registry.catalog.engine import create_catalog_engine, open_catalog
+from registry.errors import SchemaOutOfDate
+
+TABLES = {"repos", "revisions", "refs", "blobs", "files", "models", "components", "component_files", "lineage",
+          "smoke_runs", "deployments", "events"}
+
+
+@pytest.fixture
+def engine(database_url) -> Iterator[Engine]:
+    eng = create_catalog_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+def _tables(engine: Engine) -> set[str]:
+    inspect_ = inspect(engine)
+    return set(inspect_.get_table_names()) - {"alembic_version"}
+
+
+def test_one_head_and_a_linear_history(engine):
+    script = ScriptDirectory.from_config(migrate.alembic_config(engine))
+    assert len(script.get_heads()) == 1
+    assert script.get_bases() == ["0001"]
+    for rev in script.walk_revisions():
+        assert rev.branch_labels == set() and not rev.is_merge_point
+
+
+def test_upgrade_from_empty_then_no_drift(engine):
+    assert migrate.is_empty(engine) and migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision(engine)
+    assert _tables(engine) == TABLES
+    assert migrate.drift(engine) == []
+
+
+def test_downgrade_to_base_and_up_again(engine):
+    migrate.upgrade(engine)
+    migrate.downgrade(engine, "base")
+    assert _tables(engine) == set()
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    assert _tables(engine) == TABLES and migrate.drift(engine) == []
+    # the append-only triggers came back with the tables
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO events (actor, host, action, subject, details) "
+                          "VALUES ('a', 'h', 'x', 's', '{}')"))
+    with pytest.raises(Exception, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM events"))
+
+
+def test_fresh_catalog_is_migrated_on_first_open(database_url):
+    catalog = open_catalog(database_url)
+    try:
+        assert migrate.current_revision(catalog.engine) == migrate.head_revision(catalog.engine)
+    finally:
+        catalog.engine.dispose()
+
+
+def test_downgraded_catalog_is_refused(engine, database_url):
+    migrate.upgrade(engine)
+    migrate.downgrade(engine, "base")
+    with pytest.raises(SchemaOutOfDate, match="registry db upgrade") as info:
+        open_catalog(database_url)
+    assert info.value.exit_code == 6
+    assert _tables(engine) == set()  # refused, not silently re-created
+
+
+def test_catalog_stamped_at_an_unknown_revision_is_refused(engine, database_url):
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    with pytest.raises(SchemaOutOfDate, match=r"'ffff9999'.*does not know.*registry db upgrade"):
+        open_catalog(database_url)
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+def test_db_commands_on_a_fresh_catalog(cli):
+    r = cli("db", "current", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json() == {"current": None, "head": "0001", "up_to_date": False}
+    r = cli("db", "check", "--json")
+    assert r.exit_code == 6 and r.json()["ok"] is False
+    r = cli("db", "upgrade", "--json")
+    assert r.exit_code == 0 and r.json() == {"from": None, "to": "0001"}
+    r = cli("db", "check", "--json")
+    assert r.exit_code == 0 and r.json() == {"current": "0001", "head": "0001", "ok": True, "drift": []}
+    r = cli("db", "current")
+    assert r.exit_code == 0 and "current: 0001  head: 0001" in r.stdout
+    r = cli("db", "upgrade")  # idempotent
+    assert r.exit_code == 0 and "0001 -> 0001" in r.stdout
+
+
+def test_commands_refuse_an_out_of_date_catalog_until_upgraded(cli, database_url):
+    assert cli("db", "upgrade").exit_code == 0
+    eng = create_catalog_engine(database_url)
+    migrate.downgrade(eng, "base")
+    eng.dispose()
+    r = cli("list")
+    assert r.exit_code == 6
+    assert "registry db upgrade" in r.stderr
+    r = cli("list", "--json")
+    assert r.exit_code == 6 and r.json()["error"] == "SchemaOutOfDate"
+    r = cli("db", "check")
+    assert r.exit_code == 6 and "run: registry db upgrade" in r.stdout
+    assert cli("db", "upgrade").exit_code == 0
+    assert cli("list", "--json").json() == {"models": []}
+
+
+def test_db_upgrade_of_an_unknown_revision_explains(cli, database_url):
+    assert cli("db", "upgrade").exit_code == 0
+    eng = create_catalog_engine(database_url)
+    with eng.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    eng.dispose()
+    r = cli("db", "upgrade")
+    assert r.exit_code == 6
+    assert "ffff9999" in r.stderr and "newer registry" in r.stderr and "Traceback" not in r.stderr
+    r = cli("db", "current", "--json")
+    assert r.json()["current"] == "ffff9999" and r.json()["up_to_date"] is False
+
+
+def test_db_commands_on_an_unreachable_database(cli, monkeypatch):
+    monkeypatch.setenv("REGISTRY_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    r = cli("db", "current")
+    assert r.exit_code == 10
+    assert "cannot reach the catalog" in r.stderr and "REGISTRY_DATABASE_URL" in r.stderr
