@@ -9,7 +9,8 @@ It imitates huggingface.co for the puller's tests (it is not `registry serve`):
 - faults (``Faults``): bytes that do not match the LFS oid, a required token (401 without one, 403
   with a wrong one), no ``X-Repo-Commit`` (a non-Hub endpoint), the connection dropped at a byte
   offset (N times or always), Range ignored, a throttle (slow upstream), extra tree entries with
-  unsafe paths, and LFS downloads redirected to a same-host "CDN" that carries no Hub headers.
+  unsafe paths, LFS downloads redirected to a same-host "CDN" that carries no Hub headers, an API
+  answering HTML, and queued error statuses (5xx) for a file's next GETs.
 
 Every request is logged in ``HubSim.requests`` (method, path, Range header) for assertions.
 Run standalone: ``python -m tests.hubsim ORG/NAME=FOLDER ... [--port N] [--throttle BYTES_PER_S]``.
@@ -73,6 +74,7 @@ class Faults:
     extra_tree: list[dict] = field(default_factory=list)  # raw entries appended to every tree
     cdn_redirect: bool = False  # LFS GETs: 302 to /cdn/<sha256> (Hub headers only on the 302)
     api_html: bool = False  # the API answers 200 text/html (a web server, not a Hub)
+    fail_status: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # next answers for a file GET
 
 
 def _commit_for(repo_id: str, files: dict[str, SimFile], salt: str) -> str:
@@ -346,6 +348,9 @@ class _Handler(BaseHTTPRequestHandler):
         if f is None:
             return self._error(404, "EntryNotFound", f"{path} does not exist", hub_headers)
         hub_headers.update({"ETag": f'"{f.etag}"', "X-Linked-Etag": f'"{f.etag}"', "X-Linked-Size": str(f.size)})
+        pending = faults.fail_status.get((repo_id, path))
+        if pending and self.command == "GET":
+            return self._error(pending.pop(0), None, "upstream trouble", hub_headers)
         if faults.cdn_redirect and f.lfs and self.command == "GET":
             hub_headers["Location"] = f"/cdn/{f.sha256}"
             return self._send(302, b"", hub_headers)

@@ -55,8 +55,11 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def serve(reg: Registry, policy=None) -> Iterator[RunningServer]:
-    """The real ASGI app under uvicorn on an ephemeral loopback port, in a background thread."""
+def serve(reg: Registry, policy=None, *, loop: str = "auto") -> Iterator[RunningServer]:
+    """The real ASGI app under uvicorn on an ephemeral loopback port, in a background thread.
+
+    ``loop="asyncio"`` is what ``registry serve`` runs (bodies via os.sendfile); the default picks uvloop when
+    installed, where the portable chunked path runs."""
     import uvicorn
 
     from registry.server import create_app
@@ -66,7 +69,7 @@ def serve(reg: Registry, policy=None) -> Iterator[RunningServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, http="httptools", lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http="httptools", lifespan="on", loop=loop)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -106,6 +106,23 @@ def test_resolve_head_get_and_ranges(served):
     assert ignored.status == 200 and len(ignored.body) == len(data)
 
 
+@pytest.mark.parametrize("loop, zero_copy", [("asyncio", True), ("asyncio", False), ("uvloop", False)])
+def test_both_body_paths_send_the_same_bytes(reg, tmp_path, loop, zero_copy):
+    folder = make_tiny_repo(tmp_path / "tiny")
+    add_registered(reg, folder, REPO)
+    data = (folder / "model.safetensors").read_bytes()
+    with serve(reg, loop=loop) as server:
+        server.app.zero_copy = zero_copy
+        server.app.chunk_size = 64 * 1024  # many chunks on the portable path
+        url = f"{server.url}/{REPO}/resolve/main/model.safetensors"
+        assert http("GET", url).body == data
+        part = http("GET", url, headers={"Range": "bytes=1000000-"})
+        assert part.status == 206 and part.body == data[1000000:]
+        assert http("HEAD", url).body == b""
+        assert http("GET", f"{server.url}/{REPO}/resolve/main/config.json").body == (folder / "config.json").read_bytes()
+        assert server.app.stats["zero-copy"] == (3 if zero_copy else 0)
+
+
 def test_error_codes_on_every_4xx(served):
     server, _, commit = served
     cases = [

@@ -27,7 +27,7 @@ def serve_cmd(
     note(f"serving registered models of {reg.settings.home} on http://{host}:{port} "
          f"({'tokens from ' + str(token_file) if token_file else 'no auth'}); set HF_ENDPOINT=http://{host}:{port}")
     uvicorn.run(create_app(reg, policy), host=host, port=port, log_level="warning", access_log=access_log,
-                http="httptools", lifespan="on", server_header=False)
+                http="httptools", loop="asyncio", lifespan="on", server_header=False)
 
 
 @app.command("export")

@@ -16,8 +16,9 @@ def from_pretrained(cls: Any, folder: Path, placement: Placement, *, expected_mi
     """``cls.from_pretrained`` on a local folder, its loading report checked, then placed and finalized."""
     import_torch()
     has_safetensors = any(folder.glob("*.safetensors"))
-    if placement.device == "cpu":
-        # SDPA gives NaN rows for left-padded inputs of tiny models on CPU (failure-modes.md §1)
+    if placement.device == "cpu" or placement.dtype == "float32":
+        # SDPA gives NaN rows for left-padded inputs in float32 (failure-modes.md §1; seen on CPU, and on an
+        # H100 with tiny ColQwen2): eager attention there, SDPA for bf16/fp16 on the GPU
         kwargs.setdefault("attn_implementation", "eager")
     model, info = cls.from_pretrained(
         str(folder), output_loading_info=True, weights_only=True, use_safetensors=has_safetensors or None,

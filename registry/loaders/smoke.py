@@ -90,15 +90,15 @@ def run_smoke(family: Family, loaded: Loaded, inputs: SmokeInputs, expect: Mappi
     mid = time.perf_counter()
     second = family.smoke(loaded, inputs.texts, image)
     end = time.perf_counter()
+    bad = nonfinite(first)
+    if bad:
+        raise SmokeFailed("smoke outputs hold NaN or infinite values: " + ", ".join(bad),
+                          details={"check": "finite", "outputs": bad})
     changed = differing(first, second)
     if changed:
         raise SmokeFailed("two smoke runs on the same input gave different outputs: " + "; ".join(changed)
                           + " (a module in training mode, dropout, or a nondeterministic kernel)",
                           details={"check": "deterministic", "outputs": changed})
-    bad = nonfinite(first)
-    if bad:
-        raise SmokeFailed("smoke outputs hold NaN or infinite values: " + ", ".join(bad),
-                          details={"check": "finite", "outputs": bad})
     if not first:
         raise SmokeFailed("the smoke produced no outputs", details={"check": "shapes"})
     _check_expect(first, expect or {})

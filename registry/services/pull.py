@@ -89,6 +89,10 @@ class _Stopped(Exception):
     """Another file of the same pull failed: stop this one (its partial is kept)."""
 
 
+class _BadPartial(Exception):
+    """A resumed download failed its digest: the partial from the earlier run was at fault or the upstream."""
+
+
 # ---- sinks: where downloaded bytes go ----------------------------------------------------------------
 
 class _LfsSink:
@@ -202,6 +206,14 @@ class _Downloader:
         return LockedFile(file.path, file.size, got[0], got[1], file.oid, file.lfs)
 
     def _download(self, repo: RemoteRepo, file: RemoteFile) -> tuple[str, str]:
+        try:
+            return self._attempt(repo, file)
+        except _BadPartial:
+            # A .partial from an earlier run did not add up (written by a corrupt upstream, or damaged on
+            # disk); it is deleted now, so one more try from byte 0 says whether the upstream is at fault.
+            return self._attempt(repo, file)
+
+    def _attempt(self, repo: RemoteRepo, file: RemoteFile) -> tuple[str, str]:
         where = f"{repo.repo_id}@{repo.commit[:12]}: {file.path}"
         sink: _LfsSink | _RegularSink = (_LfsSink if file.lfs else _RegularSink)(self.store, file, self.stop)
         if isinstance(sink, _LfsSink) and sink.writer.already_present:
@@ -211,6 +223,8 @@ class _Downloader:
             self.stats.add(reused_files=1)
             assert file.sha256 is not None
             return file.sha256, blake3_file(self.store.path_for(file.sha256))
+        if sink.offset > file.size:
+            sink.restart()  # a partial longer than the file cannot be a prefix of it
         key = _key(file)
         self.progress.file_begin(key, file.path, file.size, sink.offset)
         received = 0
@@ -223,26 +237,23 @@ class _Downloader:
         try:
             self.client.download(repo.repo_id, repo.commit, file, sink, on_bytes)
             if isinstance(sink, _RegularSink) and sink.offset == file.size and sink.git_sha1 != file.oid:
-                raise IntegrityError(
-                    f"{where}: the bytes served do not match the published git blob sha1: expected {file.oid}, "
-                    f"got {sink.git_sha1} (nothing of this pull was recorded)",
-                    details={"repo": repo.repo_id, "path": file.path, "expected": file.oid, "actual": sink.git_sha1,
-                             "algorithm": "git-sha1"},
-                )
+                raise IntegrityError("git blob sha1 mismatch",
+                                     details={"expected": file.oid, "actual": sink.git_sha1})
             stored = sink.writer.commit()
         except IntegrityError as exc:
             sink.writer.abort(keep_partial=False)
-            if exc.details.get("path") != file.path and (isinstance(exc.details.get("expected"), str) or "expected_size" in exc.details):
-                expected = exc.details.get("expected") or f"{file.size} bytes"
-                actual = exc.details.get("actual") or f"{exc.details.get('actual_size', sink.offset)} bytes"
-                raise IntegrityError(
-                    f"{where}: the bytes served do not match what {self.client.endpoint} published: expected "
-                    f"{'sha256 ' if file.lfs else ''}{expected}, got {actual}; the upstream serves corrupt data "
-                    "(nothing of this pull was recorded)",
-                    details={"repo": repo.repo_id, "path": file.path, "expected": expected, "actual": actual,
-                             "algorithm": "sha256" if file.lfs else "git-sha1"},
-                ) from exc
-            raise
+            if sink.resumed_from:
+                raise _BadPartial() from exc
+            expected = exc.details.get("expected") or f"{exc.details.get('expected_size', file.size)} bytes"
+            actual = exc.details.get("actual") or f"{exc.details.get('actual_size', sink.offset)} bytes"
+            algorithm = "size" if "expected_size" in exc.details else "sha256" if file.lfs else "git-sha1"
+            raise IntegrityError(
+                f"{where}: the bytes served do not match what {self.client.endpoint} published: expected "
+                f"{algorithm} {expected}, got {actual}; the upstream serves corrupt data (nothing of this pull "
+                "was recorded)",
+                details={"repo": repo.repo_id, "path": file.path, "expected": expected, "actual": actual,
+                         "algorithm": algorithm},
+            ) from exc
         except BaseException:
             sink.writer.abort(keep_partial=True)
             raise

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from registry.errors import IntegrityError, StorageError, UsageError
-from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher, blake3_file
+from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher, blake3_file, hash_stream
 from registry.store.statcache import StatCache, StatKey
 
 PARTIAL_SUFFIX = ".partial"
@@ -150,18 +150,13 @@ class BlobStore:
             raise _storage_error(exc, f"creating a temp file for {src}") from exc
         tmp = Path(tmp_name)
         try:
-            hasher = MultiHasher(size, git=git)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
             with open(src, "rb", buffering=0) as fin, os.fdopen(fd, "wb", buffering=0) as fout:
-                while n := fin.readinto(buf):
-                    hasher.update(view[:n])
-                    _write_all(fout, view[:n])
-                    if progress is not None:
-                        progress(n)
+                digests = hash_stream(fin, size, sink=lambda view: _write_all(fout, view), progress=progress, git=git)
                 fout.flush()
                 os.fsync(fout.fileno())
-            digests = hasher.finish()
+            if digests.size != size:
+                raise StorageError(f"{src} changed size while it was being read ({size} -> {digests.size} bytes); "
+                                   "add it again once nothing writes to it", details={"path": str(src)})
             if expected_sha256 is not None and digests.sha256 != expected_sha256:
                 raise IntegrityError(
                     f"{src}: sha256 is {digests.sha256}, expected {expected_sha256}",

@@ -1,12 +1,13 @@
 """Check blobs against the sizes and blake3 digests the catalog expects.
 
 Fast mode trusts the stat cache (no hashing for an unchanged blob); deep mode re-hashes every
-blob with blake3: large blobs one at a time on every core, small ones side by side.
+blob with blake3 on every core.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,14 +76,28 @@ def check_blobs(store: BlobStore, cache: StatCache, expected: Sequence[ExpectedB
             progress.advance("verify", blob.size)
         return blob, key, actual
 
-    large = [i for i in to_hash if i[0].size >= _LARGE]
-    small = [i for i in to_hash if i[0].size < _LARGE]
+    # One blob per core, one thread each (streaming separate files beats splitting one file across
+    # cores); smallest first, so the biggest blob comes last and gets every core (blake3's own
+    # threads) while the other workers drain.
+    queue_ = sorted(to_hash, key=lambda i: i[0].size)
+    take = threading.Lock()
+
+    def worker() -> list[tuple[ExpectedBlob, StatKey, str]]:
+        done = []
+        while True:
+            with take:
+                if not queue_:
+                    return done
+                item = queue_.pop(0)
+                last = not queue_
+            done.append(rehash(item, None if last and item[0].size >= _LARGE else 1))
+
     if progress is not None and to_hash:
         progress.begin(sum(b.size for b, _ in to_hash), len(to_hash))
     try:
-        hashed = [rehash(i, None) for i in large]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            hashed.extend(pool.map(lambda i: rehash(i, 1), small))
+            futures = [pool.submit(worker) for _ in range(os.cpu_count() or 2)]
+            hashed = [h for f in futures for h in f.result()]
     finally:
         if progress is not None and to_hash:
             progress.end()
