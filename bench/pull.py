@@ -3,10 +3,10 @@
 
 The repo: one 1 GiB safetensors file + 200 small files (1-32 KiB), served by tests/hubsim.py (a
 threaded http.server using sendfile). Each client runs in its own child process, alternately, ROUNDS
-times each; the child's peak RSS comes from wait4(). Both start from an empty store/cache; the
+times each; the child's peak RSS and CPU come from wait4(). Both start from an empty store/cache; the
 registry's catalog is created before timing (a user's catalog already exists).
 
-    python bench/pull.py [--size-mib 1024] [--small 200] [--rounds 3]
+    python bench/pull.py [--size-mib 1024] [--small 200] [--rounds 5] [--data DIR]
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def build_repo(folder: Path, size_mib: int, small: int) -> None:
         (extra / f"part-{i:03d}.json").write_text(json.dumps({"i": i, "pad": "x" * (1024 * (1 + i % 32))}))
 
 
-def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, stderr) of one child process."""
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS bytes, CPU seconds user+system) of one child process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -67,14 +67,14 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_maxrss * 1024, err
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", type=Path, default=ROOT / "bench" / "_data" / "pull")
     args = ap.parse_args()
 
@@ -94,23 +94,21 @@ def main() -> None:
     for k in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN"):
         base_env.pop(k, None)
     work = Path(tempfile.mkdtemp(prefix="bench-pull-", dir=args.data))
-    ours: list[tuple[float, int]] = []
-    theirs: list[tuple[float, int]] = []
+    ours: list[tuple[float, int, float]] = []
+    theirs: list[tuple[float, int, float]] = []
     try:
         for _ in range(args.rounds):
             home = work / "home"
             env = {**base_env, "REGISTRY_HOME": str(home), "REGISTRY_DATABASE_URL": f"sqlite:///{home}/catalog.db"}
             subprocess.run([sys.executable, "-m", "registry", "list"], env=env, check=True, capture_output=True)
-            wall, rss, _ = run_child([sys.executable, "-m", "registry", "pull", REPO, "--endpoint", sim.url,
-                                      "--manifest", str(manifest), "--json"], env)
-            ours.append((wall, rss))
+            ours.append(run_child([sys.executable, "-m", "registry", "pull", REPO, "--endpoint", sim.url,
+                                   "--manifest", str(manifest), "--json"], env))
             shutil.rmtree(home)
 
             cache = work / "hf-cache"
             code = ("import sys; from huggingface_hub import snapshot_download; "
                     f"snapshot_download({REPO!r}, endpoint={sim.url!r}, cache_dir={str(cache)!r})")
-            wall, rss, _ = run_child([sys.executable, "-c", code], base_env)
-            theirs.append((wall, rss))
+            theirs.append(run_child([sys.executable, "-c", code], base_env))
             shutil.rmtree(cache)
     finally:
         sim.stop()
@@ -119,21 +117,22 @@ def main() -> None:
     def mbps(wall: float) -> float:
         return total / wall / 1e6
 
-    o_wall = statistics.median(w for w, _ in ours)
-    t_wall = statistics.median(w for w, _ in theirs)
-    o_rss = max(r for _, r in ours)
-    t_rss = max(r for _, r in theirs)
+    o_wall, t_wall = (statistics.median(r[0] for r in runs) for runs in (ours, theirs))
+    o_rss, t_rss = (max(r[1] for r in runs) for runs in (ours, theirs))
+    o_cpu, t_cpu = (statistics.median(r[2] for r in runs) for runs in (ours, theirs))
     import huggingface_hub
 
     print(f"repo: {files} files, {total / 2**20:.0f} MiB; {args.rounds} rounds each, median wall; "
           f"huggingface_hub {huggingface_hub.__version__}")
-    print(f"{'client':<44} {'wall s':>7} {'MB/s':>7} {'peak RSS MB':>12}")
-    print(f"{'registry pull (sha256+blake3+git sha1)':<44} {o_wall:7.2f} {mbps(o_wall):7.0f} {o_rss / 1e6:12.0f}")
-    print(f"{'snapshot_download (size check only)':<44} {t_wall:7.2f} {mbps(t_wall):7.0f} {t_rss / 1e6:12.0f}")
+    print(f"{'client':<44} {'wall s':>7} {'MB/s':>7} {'CPU s':>6} {'peak RSS MB':>12}")
+    print(f"{'registry pull (sha256+blake3+git sha1)':<44} {o_wall:7.2f} {mbps(o_wall):7.0f} {o_cpu:6.2f} "
+          f"{o_rss / 1e6:12.0f}")
+    print(f"{'snapshot_download (size check only)':<44} {t_wall:7.2f} {mbps(t_wall):7.0f} {t_cpu:6.2f} "
+          f"{t_rss / 1e6:12.0f}")
     print(f"throughput ratio registry/snapshot_download: {t_wall / o_wall:.2f}x (target >= 0.9x); "
           f"registry peak RSS {o_rss / 1e6:.0f} MB (target < 300 MB)")
-    print("all rounds (wall s): registry " + ", ".join(f"{w:.2f}" for w, _ in ours)
-          + "; snapshot_download " + ", ".join(f"{w:.2f}" for w, _ in theirs))
+    print("all rounds (wall s): registry " + ", ".join(f"{r[0]:.2f}" for r in ours)
+          + "; snapshot_download " + ", ".join(f"{r[0]:.2f}" for r in theirs))
 
 
 if __name__ == "__main__":

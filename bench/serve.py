@@ -355,7 +355,11 @@ def main() -> int:
             print(f"ours / {peer}: GET 1 {ratio(ours.get_1_gbps, p.get_1_gbps)}, GET 8 {ratio(ours.get_8_gbps, p.get_8_gbps)}, "
                   f"HEAD p99 {ratio(ours.head_p99_ms, p.head_p99_ms)}, peak RSS {ratio(ours.peak_rss_mb, p.peak_rss_mb)}")
     (work / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
-    shutil.rmtree(work / "model", ignore_errors=True)
+    for leftover in work.iterdir():  # keep results and logs; drop the GiB-sized copies
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        elif leftover.suffix not in (".json", ".log"):
+            leftover.unlink()
     return 0
 
 

@@ -9,8 +9,11 @@ def check_relative_path(path: str) -> str:
     """Return ``path`` if it is a clean relative POSIX path inside its repo, else raise ValueError."""
     if not isinstance(path, str) or not path:
         raise ValueError("empty path")
-    if "\x00" in path or "\\" in path:
-        raise ValueError(f"{path!r}: NUL and backslash are not allowed in paths")
+    if "\\" in path:
+        raise ValueError(f"{path!r}: backslash is not allowed in paths")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        # NUL, tabs and newlines would also make the root digest's "path\tsize\tsha256\n" lines ambiguous
+        raise ValueError(f"{path!r}: control characters are not allowed in paths")
     if path.startswith("/"):
         raise ValueError(f"{path!r}: absolute paths are not allowed")
     parts = path.split("/")

@@ -54,15 +54,29 @@ def test_not_a_model_folder(refused, tmp_path):
     assert "is this a model folder" in refused(tmp_path / "m", "--name", "acme/x", code=2)["message"]
 
 
+def test_broken_symlink_fifo_and_garbled_json(refused, tmp_path):
+    folder = make_bert_like(tmp_path / "m")
+    (folder / "gone.json").symlink_to(folder / "nowhere.json")
+    assert "broken symlink" in refused(folder, "--name", "acme/x", code=2)["message"]
+    (folder / "gone.json").unlink()
+    os.mkfifo(folder / "pipe")
+    assert "not a regular file" in refused(folder, "--name", "acme/x", code=2)["message"]
+    (folder / "pipe").unlink()
+    (folder / "config.json").write_text('{"model_type": ')
+    err = refused(folder, "--name", "acme/x", code=2)
+    assert "config.json: not valid JSON" in err["message"]
+
+
 def test_bad_name(refused, tmp_path):
     folder = make_bert_like(tmp_path / "m")
     assert "not a repo id" in refused(folder, "--name", "../etc", code=2)["message"]
 
 
-def test_symlink_pointing_out_of_the_folder(refused, tmp_path):
+@pytest.mark.parametrize("target", ["absolute", "../secret.txt"])
+def test_symlink_pointing_out_of_the_folder(refused, tmp_path, target):
     folder = make_bert_like(tmp_path / "m")
     (tmp_path / "secret.txt").write_text("secret")
-    (folder / "extra.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "extra.txt").symlink_to(tmp_path / "secret.txt" if target == "absolute" else target)
     err = refused(folder, "--name", "acme/x", code=2)
     assert "symlink points outside the model folder" in err["message"] and "extra.txt" in err["message"]
 
@@ -74,11 +88,12 @@ def test_symlinked_subfolder(refused, tmp_path):
     assert "a symlinked folder" in refused(folder, "--name", "acme/x", code=2)["message"]
 
 
-def test_file_name_with_a_backslash(refused, tmp_path):
+@pytest.mark.parametrize("name, words", [("sub\\..\\x.json", "backslash"), ("x\ny.json", "control characters")])
+def test_file_name_with_a_backslash_or_a_newline(refused, tmp_path, name, words):
     folder = make_bert_like(tmp_path / "m")
-    (folder / "sub\\..\\x.json").write_text("{}")
+    (folder / name).write_text("{}")
     err = refused(folder, "--name", "acme/x", code=2)
-    assert "unusable file name" in err["message"] and "backslash" in err["message"]
+    assert "unusable file name" in err["message"] and words in err["message"]
 
 
 def test_garbled_manifest(refused, tmp_path):
@@ -101,12 +116,19 @@ def test_manifest_for_another_model(refused, tmp_path):
     assert "is for 'acme/other', not 'acme/x'" in refused(folder, "--name", "acme/x", "--manifest", other, code=2)["message"]
 
 
-def test_truncated_safetensors(refused, tmp_path):
+def test_truncated_safetensors(refused, reg, tmp_path):
     folder = make_bert_like(tmp_path / "m")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-7])
     err = refused(folder, "--name", "acme/x", code=5)
     assert err["error"] == "FormatError" and "model.safetensors: truncated" in err["message"]
+    from sqlalchemy import select
+
+    from registry.catalog.models import Event
+
+    with reg.catalog.reader() as session:  # the refusal itself is on the record
+        [event] = session.scalars(select(Event).where(Event.action == "add.refused")).all()
+    assert event.subject == "acme/x" and "truncated" in event.details["format"]
 
 
 def test_index_naming_a_missing_shard(refused, tmp_path):
@@ -246,6 +268,18 @@ def test_hf_cache_snapshot_folder(cli, tmp_path):
     assert files["config.json"]["git_oid"] == os.path.basename(os.readlink(snap / "config.json"))
 
 
+def test_hf_cache_repo_folder_means_its_main_snapshot(cli, refused, tmp_path):
+    source = make_bert_like(tmp_path / "src")
+    snap = make_hf_snapshot(source, tmp_path / "hub", "acme/tiny", "3" * 40)
+    repo_dir = snap.parent.parent
+    (repo_dir / "refs" / "main").unlink()
+    err = refused(repo_dir, "--name", "acme/tiny", code=2)
+    assert "HF cache repo folder" in err["message"] and str(snap) in err["message"]
+    (repo_dir / "refs" / "main").write_text("3" * 40)
+    r = cli("add", repo_dir, "--name", "acme/tiny", "--json")
+    assert r.exit_code == 0 and r.json()["commit"] == "3" * 40
+
+
 def test_hf_cache_snapshot_with_a_corrupt_blob(refused, tmp_path):
     source = make_bert_like(tmp_path / "src")
     snap = make_hf_snapshot(source, tmp_path / "hub", "acme/tiny", "2" * 40)
@@ -315,3 +349,46 @@ def test_no_progress_output_when_stderr_is_not_a_terminal(cli, tmp_path):
     r = cli("add", make_bert_like(tmp_path / "m"), "--name", "acme/tiny")
     assert r.exit_code == 0 and r.stderr == ""
     assert "acme/tiny@" in r.stdout and "verified" in r.stdout
+
+
+@pytest.mark.parametrize("state, reason, after", [
+    ("registered", None, "registered"),                               # the smoke test proved these bytes
+    ("quarantined", "smoke: outputs differ between runs", "quarantined"),  # bytes were never the problem
+    ("quarantined", "verify: acme/tiny/model.safetensors changed", "verified"),  # re-added bytes are proven
+])
+def test_re_adding_keeps_what_the_bytes_do_not_decide(cli, reg, tmp_path, state, reason, after):
+    from sqlalchemy import update
+
+    from registry.catalog.models import Model
+
+    folder = make_bert_like(tmp_path / "m")
+    assert cli("add", folder, "--name", "acme/tiny").exit_code == 0
+    with reg.catalog.session() as session:
+        session.execute(update(Model).values(state=state, state_reason=reason))
+    r = cli("add", folder, "--name", "acme/tiny", "--json")
+    assert r.exit_code == 0 and r.json()["state"] == after
+    summary = cli("show", "acme/tiny", "--json").json()["summary"]
+    assert summary["state"] == after and summary["state_reason"] == (reason if after == state else None)
+
+
+def _add_in_a_process(folder: str) -> str:
+    from registry.config import Settings
+    from registry.services.context import Registry
+
+    reg = Registry.open(Settings.from_env())
+    try:
+        return add_folder(reg, folder, "acme/tiny").commit
+    finally:
+        reg.close()
+
+
+def test_concurrent_adds_of_the_same_folder_converge(reg, tmp_path):
+    import multiprocessing
+
+    folder = make_bert_like(tmp_path / "m", shards=2)
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        commits = pool.map(_add_in_a_process, [str(folder)] * 3)
+    assert len(set(commits)) == 1
+    counts = catalog_counts(reg)
+    assert counts["models"] == 1 and counts["revisions"] == 1 and counts["blobs"] == 6
+    assert [s for s in store_files(reg) if "/" in s] == []  # no temp or partial file left

@@ -93,6 +93,15 @@ def test_dir_layout_copies_across_filesystems_and_refuses_a_busy_target(cli, reg
             assert r.exit_code == 0, r.stderr
             assert r.json()["repos"][0]["copied"] == len(expected) and r.json()["repos"][0]["linked"] == 0
             assert {p.relative_to(other).as_posix(): p.read_bytes() for p in other.rglob("*") if p.is_file()} == expected
+            # A copy can be edited without touching the store: same size, other bytes. Only --deep sees it.
+            vocab = other / "vocab.txt"
+            vocab.write_bytes(vocab.read_bytes().upper())
+            fast = cli("audit", "--json").json()
+            deep = cli("audit", "--deep", "--json")
+            assert fast["ok"] is True
+            assert deep.exit_code == 1
+            assert {(f["path"], f["problem"], f["detail"]) for f in deep.json()["findings"] if f["problem"] != "ok"} == {
+                (str(other), "changed", "vocab.txt")}
         finally:
             import shutil
 
@@ -182,3 +191,23 @@ with torch.no_grad():
 """
     got = run_client(script, client_env("http://127.0.0.1:9", target, HF_HUB_OFFLINE="1"), str(minilm_dir))
     assert got == {"diff": 0.0}
+
+
+def test_concurrent_deploys_of_one_model_converge(reg, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from registry.services.deploy import deploy
+
+    folder = make_tiny_repo(tmp_path / "m", big=False)
+    commit = add_registered(reg, folder, REPO)
+    target = tmp_path / "cache"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = [f.result() for f in [pool.submit(deploy, reg, REPO, target, node=f"n{i}") for i in range(4)]]
+    snap = target / "models--acme--tiny" / "snapshots" / commit
+    assert {r.path for r in results} == {str(snap)}
+    for f in folder.rglob("*"):
+        if f.is_file():
+            assert (snap / f.relative_to(folder)).read_bytes() == f.read_bytes()
+    leftovers = [p for p in (target / "models--acme--tiny").rglob("*") if "staging" in p.name or ".incomplete" in p.name
+                 or p.name.endswith(".link")]
+    assert leftovers == [] and len(_deployments(reg)) == 4

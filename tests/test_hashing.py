@@ -11,7 +11,7 @@ import blake3
 import pytest
 
 from registry.hashing import (
-    _PARALLEL_MIN, CHUNK, LFS_THRESHOLD, MultiHasher, blake3_file, git_blob_sha1, hash_bytes, hash_file,
+    _PARALLEL_MIN, _PIPELINE_MIN, CHUNK, LFS_THRESHOLD, MultiHasher, blake3_file, git_blob_sha1, hash_bytes, hash_file,
     lfs_pointer, lfs_pointer_oid, root_digest, sha256_file,
 )
 
@@ -48,7 +48,8 @@ def test_git_blob_sha1_and_lfs_pointer_oid_match_git(tmp_path):
 
 
 SIZES = sorted({0, 1, _PARALLEL_MIN - 1, _PARALLEL_MIN, _PARALLEL_MIN + 1, CHUNK - 1, CHUNK, CHUNK + 1,
-                LFS_THRESHOLD - 1, LFS_THRESHOLD, LFS_THRESHOLD + 1})
+                _PIPELINE_MIN - 1, _PIPELINE_MIN, _PIPELINE_MIN + 1, LFS_THRESHOLD - 1, LFS_THRESHOLD,
+                LFS_THRESHOLD + 1})
 
 
 @needs_git
@@ -86,3 +87,31 @@ def test_root_digest_counts_names_not_order():
     assert root_digest(a) != root_digest([("a.bin", 1, "2" * 64), ("b.bin", 2, "1" * 64)])  # swapped contents
     lines = "".join(f"{p}\t{s}\t{h}\n" for p, s, h in sorted(a))
     assert root_digest(a) == hashlib.sha256(lines.encode()).hexdigest()
+
+
+def test_the_streaming_hasher_agrees_with_the_one_pass_file_hasher(tmp_path):
+    """MultiHasher (downloads, chunk by chunk) and hash_file (local files, pipelined) give the same digests."""
+    data = hashlib.sha256(b"x").digest() * (_PIPELINE_MIN // 16)
+    (tmp_path / "f").write_bytes(data)
+    h = MultiHasher(len(data))
+    for i in range(0, len(data), 777_777):
+        h.update(data[i:i + 777_777])
+    assert h.finish() == hash_file(tmp_path / "f") == hash_bytes(data)
+
+
+def test_a_read_error_in_the_reader_thread_reaches_the_caller():
+    from registry.hashing import hash_stream
+
+    class Failing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def readinto(self, buf):
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError(5, "Input/output error")
+            buf[:] = bytes(len(buf))
+            return len(buf)
+
+    with pytest.raises(OSError, match="Input/output error"):
+        hash_stream(Failing(), 10 * _PIPELINE_MIN)

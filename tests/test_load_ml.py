@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from registry.catalog.models import Model, SmokeRun
-from tests.models_helpers import (SQLITE_ONLY, add_base_and_adapter, bert_models,  # noqa: F401
+from tests.models_helpers import (SQLITE_ONLY, add_base_and_adapter, bert_models,  # noqa: F401,F811
                                   build_remote_code_model, remote_code_manifest)
 
 pytestmark = [pytest.mark.ml, SQLITE_ONLY]
@@ -156,3 +156,28 @@ def test_inferred_remote_code_is_refused(reg, cli, tmp_path):
     assert cli("add", folder, "--name", "acme/rc-inferred").exit_code == 0  # inferred: code not pinned
     r = cli("register", "acme/rc-inferred")
     assert r.exit_code == 11 and "code not pinned by digest" in r.stderr
+
+
+@pytest.mark.parametrize("text_repo,code,message", [
+    ("acme/text-encoder", 11, "the text model folder 'acme--text-encoder' names none of bge-m3, bge-base-en-v1.5"),
+    ("acme/bge-m3", 12, "Visualized BGE needs the visual_bge package"),
+])
+def test_visualized_bge_needs_the_text_models_name(reg, cli, tmp_path, text_repo, code, message):
+    import importlib.util
+
+    from tests.conftest import make_bert_like
+    from tests.models_helpers import write_manifest
+
+    if code == 12 and importlib.util.find_spec("visual_bge") is not None:
+        pytest.skip("visual_bge is installed here")
+    assert cli("add", make_bert_like(tmp_path / "text"), "--name", text_repo).exit_code == 0
+    (tmp_path / "visual").mkdir()
+    (tmp_path / "visual" / "Visualized_m3.pth").write_bytes(b"never unpickled by these checks")
+    manifest = write_manifest(tmp_path / "v.toml", "acme/visualized", "visualized-bge", [
+        {"role": "visual", "files": ["Visualized_m3.pth"]},
+        {"role": "config", "repo": text_repo, "files": ["config.json"]},
+        {"role": "tokenizer", "repo": text_repo, "files": ["vocab.txt", "tokenizer_config.json"]}])
+    assert cli("add", tmp_path / "visual", "--name", "acme/visualized", "--manifest", manifest).exit_code == 0
+    r = cli("register", "acme/visualized")
+    assert r.exit_code == code and message in r.stderr
+    assert _state(reg, "acme/visualized")[0] == ("quarantined" if code == 11 else "verified")

@@ -85,6 +85,7 @@ GARBLED = [
     ('size = 10', 'size = "10"', "component[0].files[0].size", "must be int"),
     ('path = "model.safetensors"', 'path = "../model.safetensors"', "component[0].files[0].path", "'..'"),
     ('path = "model.safetensors"', 'path = "/etc/passwd"', "component[0].files[0].path", "absolute"),
+    ('path = "model.safetensors"', 'path = "a\\tb"', "component[0].files[0].path", "control characters"),
     ('files = ["config.json"]', 'files = ["config.json", "config.json"]', "component[1].files", "twice"),
     ('files = ["config.json"]', 'files = [3]', "component[1].files[0]", "path string or a table"),
     ('files = ["config.json"]', 'patterns = []', "component[1]", "needs 'files' or 'patterns'"),

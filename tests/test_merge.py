@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.models_helpers import (SQLITE_ONLY, add_base_and_adapter, bert_models, colqwen2_models,  # noqa: F401
-                                  write_manifest)
+from tests.models_helpers import (SQLITE_ONLY, add_base_and_adapter, bert_models,  # noqa: F401,F811
+                                  colqwen2_models)
 
 pytestmark = [pytest.mark.ml, SQLITE_ONLY]
 

@@ -3,6 +3,10 @@ and an out-of-date or unknown schema refused with a message naming `registry db 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -138,3 +142,12 @@ def test_db_commands_on_an_unreachable_database(cli, monkeypatch):
     r = cli("db", "current")
     assert r.exit_code == 10
     assert "cannot reach the catalog" in r.stderr and "REGISTRY_DATABASE_URL" in r.stderr
+
+
+def test_db_check_in_a_fresh_process(cli, registry_env):
+    """The CLI process has imported nothing else: the models must still be known to the drift check."""
+    assert cli("db", "upgrade").exit_code == 0
+    proc = subprocess.run([sys.executable, "-m", "registry", "db", "check", "--json"], capture_output=True, text=True,
+                          env={**os.environ, **registry_env}, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == {"current": "0001", "head": "0001", "ok": True, "drift": []}

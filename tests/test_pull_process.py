@@ -70,3 +70,15 @@ def test_two_processes_pulling_the_same_model_converge(registry_env, reg, hub):
     assert sorted(p.name for p in store_files(reg) if len(p.name) == 64) == sorted(blobs)
     assert reg.store.stray_files() == []  # no partial or temp file left behind
     assert {ADAPTER, BASE} <= {r[1].split("/resolve/")[0].lstrip("/") for r in hub.requests if "/resolve/" in r[1]}
+
+
+def test_two_processes_share_one_download_of_a_blob(registry_env, reg, hub, tmp_path):
+    sha = _big_repo(hub, tmp_path)
+    hub.faults.throttle = 8 * 1024 * 1024  # ~1 s: the second process reaches the blob while the first holds it
+    procs = [pull_process(registry_env, BIG, "--endpoint", hub.url) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert len(hub.gets("/model.safetensors")) == 1  # the other waited on the digest's lock, then reused it
+    assert reg.store.has(sha) and reg.store.stray_files() == []
+    assert catalog_counts(reg)["models"] == 1 and catalog_counts(reg)["revisions"] == 1

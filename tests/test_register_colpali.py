@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from registry.loaders.runtime import vision_available
-from tests.models_helpers import SQLITE_ONLY, add_base_and_adapter, colqwen2_models  # noqa: F401
+from tests.models_helpers import SQLITE_ONLY, add_base_and_adapter, colqwen2_models  # noqa: F401,F811
 
 pytestmark = [pytest.mark.ml, pytest.mark.colpali, SQLITE_ONLY]
 

@@ -123,6 +123,19 @@ def test_both_body_paths_send_the_same_bytes(reg, tmp_path, loop, zero_copy):
         assert server.app.stats["zero-copy"] == (3 if zero_copy else 0)
 
 
+def test_many_concurrent_clients_get_whole_files(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, folder, _ = served
+    data = (folder / "model.safetensors").read_bytes()
+    url = f"{server.url}/{REPO}/resolve/main/model.safetensors"
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        gets = [pool.submit(http, "GET", url) for _ in range(8)]
+        heads = [pool.submit(http, "HEAD", url) for _ in range(16)]
+        assert all(g.result().body == data for g in gets)
+        assert {h.result().headers["x-linked-size"] for h in heads} == {str(len(data))}
+
+
 def test_error_codes_on_every_4xx(served):
     server, _, commit = served
     cases = [

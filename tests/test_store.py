@@ -35,12 +35,13 @@ def _leftovers(store: BlobStore) -> list[Path]:
     return [p for p in store.stray_files()]
 
 
-def test_ingest_layout_digests_and_read_only(store, tmp_path):
-    stored = store.ingest_file(_src(tmp_path))
-    sha = hashlib.sha256(DATA).hexdigest()
-    assert stored.created and stored.digests == hash_bytes(DATA)
+@pytest.mark.parametrize("data", [DATA, DATA * 5 + b"x"], ids=["1MiB", "5MiB-pipelined"])
+def test_ingest_layout_digests_and_read_only(store, tmp_path, data):
+    stored = store.ingest_file(_src(tmp_path, data))
+    sha = hashlib.sha256(data).hexdigest()
+    assert stored.created and stored.digests == hash_bytes(data)
     assert stored.path == store.root / "sha256" / sha[:2] / sha[2:4] / sha
-    assert stored.path.read_bytes() == DATA
+    assert stored.path.read_bytes() == data
     assert stat.S_IMODE(stored.path.stat().st_mode) == 0o444
     assert store.has(sha) and [s for s, _ in store.iter_blobs()] == [sha]
     assert _leftovers(store) == []

@@ -56,6 +56,8 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def drift(engine: Engine) -> list[Any]:
     """Differences between the models and the migrated database (empty list: none)."""
+    import registry.catalog.models  # noqa: F401  (registers the tables on Base.metadata; else all look dropped)
+
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
         return list(compare_metadata(ctx, Base.metadata))

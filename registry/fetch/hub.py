@@ -268,18 +268,21 @@ class _Transient(Exception):
 
 
 def _pump(response: Any, pipe: Pipeline, transport: tuple[type[BaseException], ...]) -> None:
-    """Pass the body on in ~1 MiB chunks (big enough for two-thread hashing); when the connection
-    drops, what did arrive is still handed over, so the resume point is exactly the bytes received."""
-    buf = bytearray()
+    """Pass the body on in batches of ~1 MiB of the client's own pieces (no copying them together).
+    When the connection drops, what did arrive is still handed over, so the resume point is exactly
+    the bytes received."""
+    batch: list[bytes] = []
+    size = 0
     try:
         for piece in response.iter_bytes():
-            buf += piece
-            if len(buf) >= CHUNK:
-                pipe.write(buf)
-                buf = bytearray()
+            batch.append(piece)
+            size += len(piece)
+            if size >= CHUNK:
+                pipe.write(batch)
+                batch, size = [], 0
     except transport:
-        if buf:
-            pipe.write(buf)
+        if batch:
+            pipe.write(batch)
         raise
-    if buf:
-        pipe.write(buf)
+    if batch:
+        pipe.write(batch)

@@ -1,6 +1,6 @@
 """Overlap receiving with hashing and writing: the network thread queues chunks, a second thread feeds
 the sink (sha256 + blake3 + write). hashlib, blake3 and socket reads release the GIL, so on two cores
-verification costs little wall time. The queue is bounded, so memory stays a few chunks deep."""
+verification costs little wall time. The queue is bounded, so memory stays a few batches (of ~1 MiB) deep."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class Pipeline:
     def __init__(self, sink: Any, on_bytes: Callable[[int], None], depth: int = DEPTH) -> None:
         self._sink = sink
         self._on_bytes = on_bytes
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pull-sink", daemon=True)
 
@@ -26,19 +26,21 @@ class Pipeline:
         return self
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        while (batch := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # keep draining so the producer never blocks on a full queue
             try:
-                self._sink.write(chunk)
-                self._on_bytes(len(chunk))
+                for piece in batch:
+                    self._sink.write(piece)
+                self._on_bytes(sum(len(p) for p in batch))
             except BaseException as exc:  # re-raised on the producer's thread
                 self._error = exc
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, batch: list[bytes]) -> None:
+        """Queue a batch of pieces (the HTTP client's reads, kept as they are: no copy)."""
         if self._error is not None:
             raise self._error
-        self._queue.put(chunk)
+        self._queue.put(batch)
 
     def restart(self) -> None:
         """Only before the first write of a response: nothing is queued yet."""

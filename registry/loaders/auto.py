@@ -41,7 +41,7 @@ def load(request: LoadRequest, *, model_class: Any = None, **kwargs: Any) -> Loa
     model = from_pretrained(model_class or transformers.AutoModel, folder, request.placement,
                             expected_missing=request.resolved.expected_missing_keys, label=request.resolved.name,
                             **kwargs)
-    tokenizer = load_tokenizer(request.component_folder("tokenizer", "config")) if request.has_role("tokenizer") else None
+    tokenizer = load_tokenizer(request.component_folder("tokenizer")) if request.has_role("tokenizer") else None
     return Loaded("transformers", model, tokenizer, request.placement,
                   checks=["no missing or unexpected weights (transformers' loading report)",
                           "eval mode, gradients off, nothing on meta"])

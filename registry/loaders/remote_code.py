@@ -45,7 +45,9 @@ def load(request: LoadRequest) -> Loaded:
     model = auto.from_pretrained(transformers.AutoModel, folder, request.placement,
                                  expected_missing=request.resolved.expected_missing_keys, label=request.resolved.name,
                                  trust_remote_code=True)
-    tokenizer = auto.load_tokenizer(request.component_folder("tokenizer"), trust_remote_code=True) if request.has_role("tokenizer") else None
+    tokenizer = None
+    if request.has_role("tokenizer"):
+        tokenizer = auto.load_tokenizer(request.component_folder("tokenizer"), trust_remote_code=True)
     return Loaded("remote-code", model, tokenizer, request.placement,
                   checks=["every code file pinned by digest", "no missing or unexpected weights",
                           "eval mode, gradients off, nothing on meta"])

@@ -19,8 +19,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "colpali-engine", "FlagEmbedding",
              "safetensors", "tokenizers", "accelerate", "torchvision")
 
-_torchvision_note: str | None = None
-
 
 def require(module: str, extra: str = "ml") -> ModuleType:
     """Import an optional module, or raise MissingExtra (exit 12) naming the extra to install."""
@@ -40,23 +38,17 @@ def import_torch() -> ModuleType:
     models. We try it once: if it fails, it is marked absent, so transformers takes its torchvision-free
     paths (image processors then are unavailable, and the smoke says so).
     """
-    global _torchvision_note
     torch = require("torch")
     if "torchvision" not in sys.modules:
         try:
             importlib.import_module("torchvision")
         except ImportError:
             pass
-        except Exception as exc:  # noqa: BLE001 - any failure inside torchvision's own import
+        except Exception:  # noqa: BLE001 - any failure inside torchvision's own import
             for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
                 del sys.modules[name]
             sys.modules["torchvision"] = None  # type: ignore[assignment]  # find_spec -> None, import -> ImportError
-            _torchvision_note = f"torchvision is installed but cannot be imported ({exc}); image processors are unavailable"
     return torch
-
-
-def torchvision_note() -> str | None:
-    return _torchvision_note
 
 
 def vision_available() -> bool:

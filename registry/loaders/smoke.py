@@ -83,7 +83,8 @@ def _check_shapes(outputs: Outputs, expect: Mapping[str, Any]) -> None:
                               details={"check": "shapes", "output": name, "shape": got, "expected": want})
 
 
-def run_smoke(family: Family, loaded: Loaded, inputs: SmokeInputs, expect: Mapping[str, Any] | None = None) -> SmokeOutcome:
+def run_smoke(family: Family, loaded: Loaded, inputs: SmokeInputs,
+              expect: Mapping[str, Any] | None = None) -> SmokeOutcome:
     image = inputs.picture()
     start = time.perf_counter()
     first = family.smoke(loaded, inputs.texts, image)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.errors import SmokeFailed
+from registry.errors import MissingExtra, SmokeFailed
 from registry.loaders.base import Loaded, LoadRequest, Outputs
 from registry.loaders.checks import finalize
 from registry.loaders.runtime import import_torch, require
@@ -31,7 +31,12 @@ def load(request: LoadRequest) -> Loaded:
     if len(weights) != 1:
         raise SmokeFailed(f"{request.resolved.name}: expected one visual .pth file, found {len(weights)}",
                           details={"check": "components"})
-    modeling = require("visual_bge.modeling", "bge")
+    try:
+        modeling = require("visual_bge.modeling", "bge")
+    except MissingExtra as exc:
+        raise MissingExtra("Visualized BGE needs the visual_bge package, which is not on PyPI: install it from the "
+                           "FlagEmbedding repository (research/visual_bge: pip install -e .)",
+                           details={"module": "visual_bge", "extra": "bge"}) from exc
     model = modeling.Visualized_BGE(model_name_bge=str(text_folder), model_weight=str(weights[0]))
     model.to(request.placement.device, dtype=request.placement.torch_dtype())
     finalize(model, request.resolved.name)

@@ -161,8 +161,8 @@ class MirrorApp:
 
     async def _stream(self, receive: Receive, send: Send, fd: int, offset: int, length: int) -> None:
         """Zero-copy where the server allows it, else bounded chunks read off the event loop."""
-        if self.zero_copy and await _sendfile(send, fd, offset, length):
-            self.stats["zero-copy"] += 1
+        if self.zero_copy and await _sendfile(send, fd, offset, length, self.stats):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
@@ -178,12 +178,13 @@ class MirrorApp:
             gone.cancel()
 
 
-async def _sendfile(send: Send, fd: int, offset: int, length: int) -> bool:
-    """``os.sendfile`` from the blob to the socket (no copy through Python), under uvicorn on asyncio's loop.
+async def _sendfile(send: Send, fd: int, offset: int, length: int, stats: Counter[str]) -> bool:
+    """Write the body with ``os.sendfile`` (no copy through Python), under uvicorn on asyncio's loop.
 
     ASGI has no zero-copy message that uvicorn implements, so this reaches uvicorn's connection object through
     the ``send`` callable it handed us, writes the body with ``loop.sendfile`` (asyncio waits for the
-    transport's buffer to drain first, so bytes stay in order), and then tells uvicorn the body is complete.
+    transport's buffer to drain first, so bytes stay in order), and zeroes uvicorn's count of body bytes still due,
+    so the caller's final empty body message completes the response.
     Anything unexpected (another server, uvloop, another uvicorn version): return False before writing a byte,
     and the portable chunked path runs instead.
     """
@@ -196,16 +197,16 @@ async def _sendfile(send: Send, fd: int, offset: int, length: int) -> bool:
     loop = asyncio.get_running_loop()
     if not isinstance(loop, asyncio.BaseEventLoop):
         return False
+    stats["zero-copy"] += 1  # counted before the client can have the whole body
     with os.fdopen(os.dup(fd), "rb") as f:
         try:
             await loop.sendfile(transport, f, offset, length, fallback=False)
         except (asyncio.SendfileNotAvailableError, NotImplementedError):
+            stats["zero-copy"] -= 1
             return False  # nothing was written yet
         except OSError:
             transport.close()  # the client went away mid-body
-            return True
-    cycle.expected_content_length = 0  # the body went out beside uvicorn: close its bookkeeping
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    cycle.expected_content_length = 0  # the body went out beside uvicorn: the caller ends it with an empty body
     return True
 
 

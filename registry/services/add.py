@@ -13,14 +13,20 @@ transaction. A refusal at any step leaves the catalog and the store as they were
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.errors import IncompleteModel, IntegrityError, UsageError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select as sa_select
+
+from registry.catalog.models import Model
+from registry.catalog.queries import find_revision
+from registry.errors import FormatError, IncompleteModel, IntegrityError, StorageError, UsageError
 from registry.formats import check_files
 from registry.hashing import LFS_THRESHOLD, SHA1_RE, SHA256_RE, lfs_pointer_oid
-from registry.manifest.resolve import LockedFile, RepoFile, Selection, lock, select
+from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.context import Registry
 from registry.services.folders import Folder, scan_folder
@@ -159,9 +165,13 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
             files[p] = folder.files[p] if sel.component.repo == name else reg.store.path_for(
                 others[sel.component.repo].listing[p].sha256 or "")
     pickles: list[str] = []
-    for repo, files in readable.items():
-        own = repo == name
-        pickles.extend(check_files(files, label="" if own else repo, siblings=list(folder.files) if own else ()).pickles)
+    try:
+        for repo, files in readable.items():
+            own = repo == name
+            pickles.extend(check_files(files, label="" if own else repo,
+                                       siblings=list(folder.files) if own else ()).pickles)
+    except (FormatError, IncompleteModel) as exc:
+        raise _refuse(reg, name, folder, exc, format=exc.message) from None
 
     own_files = readable.get(name, {})
     staged = _stage(reg, folder, own_files, progress)
@@ -193,11 +203,9 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
     sources = {name: RepoSource(name, commits[name], f"local:{folder.root}", labels)}
     for repo, found in others.items():
         sources[repo] = RepoSource(repo, found.commit, found.source)
-    with reg.catalog.session() as session:
-        model = record_model(session, resolved, sources, state="verified")
-        reg.log(session, "add", name, commit=commits[name], root_digest=resolved.root_digest, path=str(folder.root),
-                manifest=manifest.source, revision=",".join(labels))
-        state = model.state
+    state = _record(reg, resolved, sources, dict(commit=commits[name], root_digest=resolved.root_digest,
+                                                  path=str(folder.root), manifest=manifest.source,
+                                                  revision=",".join(labels)))
 
     all_files = [f for c in resolved.components for f in c.files]
     return AddResult(
@@ -208,6 +216,32 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
                          for c in resolved.components),
         pickles=tuple(sorted(set(pickles))),
     )
+
+
+def _record(reg: Registry, resolved: ResolvedManifest, sources: dict[str, RepoSource], event: dict[str, object]) -> str:
+    """One transaction. Re-adding the same bytes keeps ``registered`` (the smoke test proved them) and a
+    quarantine for any reason but bad bytes, which this add has just re-proven. Two adds racing on the
+    same new rows: the loser retries and finds them."""
+    own = sources[resolved.name]
+    for attempt in range(4):
+        try:
+            with reg.catalog.session() as session:
+                rev = find_revision(session, resolved.name, own.commit)
+                old = None if rev is None else session.scalars(
+                    sa_select(Model).where(Model.name == resolved.name, Model.revision_id == rev.id)).one_or_none()
+                state, reason = "verified", None
+                if old is not None and old.root_digest == resolved.root_digest:
+                    if old.state == "registered" or (old.state == "quarantined"
+                                                     and not (old.state_reason or "").startswith("verify:")):
+                        state, reason = old.state, old.state_reason
+                model = record_model(session, resolved, sources, state=state, reason=reason)
+                reg.log(session, "add", resolved.name, **event, state=state)
+                return model.state
+        except sa_exc.IntegrityError as exc:
+            if attempt == 3:
+                raise StorageError(f"recording {resolved.name} in the catalog failed: {exc.orig}") from exc
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _stage(reg: Registry, folder: Folder, files: dict[str, Path], progress: Progress | None) -> dict[str, StagedBlob]:

@@ -13,6 +13,7 @@ renamed into place in one step. Hard links from the store when it is on the same
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import shutil
@@ -165,6 +166,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _link_snapshot(snapshot: Path, files: Sequence[PlannedFile], blobs: Path) -> None:
+    for f in files:
+        link = safe_join(snapshot, f.path)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(blobs / f.etag, link.parent)
+        if not (link.is_symlink() and os.readlink(link) == target):
+            _symlink_atomic(target, link)
+
+
 def _deploy_cache_repo(root: Path, repo: PlannedRepo, mat: _Materializer) -> DeployedRepo:
     before = (mat.linked, mat.copied, mat.reused)
     folder = root / cache_folder_name(repo.repo_id)
@@ -175,18 +185,25 @@ def _deploy_cache_repo(root: Path, repo: PlannedRepo, mat: _Materializer) -> Dep
         mat.put(f.sha256, f.size, blobs / f.etag)
     final = folder / "snapshots" / repo.commit
     staging = folder / f".registry-staging-{uuid.uuid4().hex[:8]}"
-    building = staging / repo.commit if not final.exists() else final
     try:
-        for f in repo.files:
-            link = safe_join(building, f.path)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            _symlink_atomic(os.path.relpath(blobs / f.etag, link.parent), link)
-        if building is not final:
-            os.rename(building, final)  # the snapshot appears whole
+        if not final.exists():
+            _link_snapshot(staging / repo.commit, repo.files, blobs)
+            try:
+                os.rename(staging / repo.commit, final)  # the snapshot appears whole
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.is_dir():
+                    raise
+        # Already there (an earlier deploy, a concurrent one, or huggingface_hub's own download): each link is
+        # replaced atomically, so readers see the old link or the new one, never a missing file.
+        _link_snapshot(final, repo.files, blobs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for name in repo.refs:
-        _write_atomic(safe_join(folder / "refs", name), repo.commit)
+        try:
+            ref_file = safe_join(folder / "refs", name)
+        except ValueError:
+            continue  # a ref name that cannot be a file name (the commit's snapshot is still there)
+        _write_atomic(ref_file, repo.commit)
     linked, copied, reused = (mat.linked - before[0], mat.copied - before[1], mat.reused - before[2])
     return DeployedRepo(repo.repo_id, repo.commit, str(final), len(repo.files), sum(f.size for f in repo.files),
                         linked, copied, reused)
@@ -238,7 +255,7 @@ def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-ca
     with reg.catalog.session() as session:
         for old in session.scalars(select(Deployment).where(Deployment.node == node, Deployment.path == path,
                                                             Deployment.removed_at.is_(None))):
-            old.removed_at = _now()
+            old.removed_at = dt.datetime.now(dt.timezone.utc)
         row = Deployment(model_id=model.model_id, node=node, path=path, layout=layout, commit_sha=model.commit,
                          root_digest=model.root_digest, actor=reg.settings.actor)
         session.add(row)
@@ -248,12 +265,6 @@ def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-ca
         deployment_id = row.id
     return DeployResult(deployment_id, model.name, model.commit, model.root_digest, layout, node,
                         reg.settings.actor, str(target), path, done, not_included)
-
-
-def _now():  # noqa: ANN202 - a timezone-aware timestamp, as the catalog stores them
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
 
 
 # ---- audit ------------------------------------------------------------------------------------------

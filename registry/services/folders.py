@@ -43,7 +43,7 @@ def scan_folder(path: Path | str) -> Folder:
         raise InvalidPath(f"{root}: no such folder", details={"path": str(root)})
     if not root.is_dir():
         raise InvalidPath(f"{root}: not a folder; `registry add` takes a model folder", details={"path": str(root)})
-    root = root.resolve()
+    root = _cache_repo_snapshot(root.resolve())
     snapshot_commit = None
     allowed_root = root
     if root.parent.name == "snapshots" and SHA1_RE.match(root.name):
@@ -90,6 +90,19 @@ def scan_folder(path: Path | str) -> Folder:
         raise InvalidPath(f"{root}: the folder is empty; is this a model folder?", details={"path": str(root)})
     refs = _snapshot_refs(allowed_root, snapshot_commit) if snapshot_commit else ()
     return Folder(root=root, files=files, snapshot_commit=snapshot_commit, snapshot_refs=refs)
+
+
+def _cache_repo_snapshot(root: Path) -> Path:
+    """``models--org--name`` of an HF cache stands for the snapshot its ``refs/main`` points at."""
+    if not ((root / "snapshots").is_dir() and (root / "blobs").is_dir()):
+        return root
+    main = root / "refs" / "main"
+    commit = main.read_text(encoding="ascii", errors="replace").strip() if main.is_file() else ""
+    if SHA1_RE.match(commit) and (root / "snapshots" / commit).is_dir():
+        return root / "snapshots" / commit
+    snaps = sorted(p.name for p in (root / "snapshots").iterdir())
+    raise InvalidPath(f"{root} is an HF cache repo folder without a usable refs/main; pass one of its snapshots: "
+                      + (", ".join(f"{root}/snapshots/{s}" for s in snaps) or "(none)"), details={"path": str(root)})
 
 
 def _snapshot_refs(repo_dir: Path, commit: str) -> tuple[str, ...]:

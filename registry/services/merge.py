@@ -90,6 +90,7 @@ def merge_model(reg: Registry, spec: str, new_name: str, *, device: str = "auto"
                          "manifest pins its base")
     from registry.loaders import family as family_module
     from registry.loaders.fingerprint import max_difference, tolerance
+    from registry.loaders.runtime import import_torch
     from registry.loaders.smoke import SmokeInputs
 
     loaded = instantiate(gated, device, "float32")
@@ -98,9 +99,7 @@ def merge_model(reg: Registry, spec: str, new_name: str, *, device: str = "auto"
     reference = fam.smoke(loaded.loaded, inputs.texts, inputs.picture())
     save_dtype = _save_dtype(gated)
     merged = loaded.model.merge_and_unload()
-    import torch
-
-    merged.to(dtype=getattr(torch, save_dtype))
+    merged.to(dtype=getattr(import_torch(), save_dtype))
     work = reg.settings.home / "tmp"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix="merge-") as tmp:
@@ -120,23 +119,31 @@ def merge_model(reg: Registry, spec: str, new_name: str, *, device: str = "auto"
         added = add_folder(reg, out, new_name, manifest_file=manifest)
     _record_lineage(reg, gated, new_name, added.commit)
 
-    merged_gated = gate(reg, f"{new_name}@{added.commit}")
-    merged_loaded = instantiate(merged_gated, device, "float32")
-    merged_out = fam.smoke(merged_loaded.loaded, inputs.texts, inputs.picture())
+    spec_new = f"{new_name}@{added.commit}"
+    try:
+        merged_loaded = instantiate(gate(reg, spec_new), device, "float32")
+        merged_out = fam.smoke(merged_loaded.loaded, inputs.texts, inputs.picture())
+    except SmokeFailed as exc:
+        _quarantine(reg, spec_new, f"merge proof: the merged model does not load: {exc.message}")
+        raise
     diff = max_difference(reference, merged_out)
     tol = 10 * tolerance(merged_loaded.summary.device, save_dtype)[1]
     if set(reference) != set(merged_out) or diff > tol:
         reason = (f"merge proof: merged output differs from adapter+base by {diff:.3g} (tolerance {tol:g}) "
                   f"on {merged_loaded.summary.device}")
-        with reg.catalog.session() as session:
-            model = find_model(session, f"{new_name}@{added.commit}")
-            model.state, model.state_reason = "quarantined", reason
-            reg.log(session, "quarantine", new_name, commit=added.commit, reason=reason)
+        _quarantine(reg, spec_new, reason)
         raise SmokeFailed(f"{new_name}@{added.commit[:12]} quarantined: {reason}",
                           details={"check": "merge", "difference": diff, "tolerance": tol})
     registered = register_model(reg, f"{new_name}@{added.commit}", device=device)
     return MergeResult(new_name, added.commit, gated.label, _base(gated), save_dtype, added.files, added.bytes, diff, tol,
                        registered.state, registered)
+
+
+def _quarantine(reg: Registry, spec: str, reason: str) -> None:
+    with reg.catalog.session() as session:
+        model = find_model(session, spec)
+        model.state, model.state_reason = "quarantined", reason
+        reg.log(session, "quarantine", model.name, commit=model.revision.commit_sha, reason=reason)
 
 
 def _record_lineage(reg: Registry, gated: Gated, name: str, commit: str) -> None:

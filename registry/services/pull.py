@@ -15,6 +15,8 @@ Nothing is recorded before every byte is proven, so a pull killed at any moment 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,12 +31,12 @@ from sqlalchemy import select as sa_select
 from registry.catalog.models import Blob
 from registry.catalog.queries import find_model
 from registry.errors import (
-    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ModelNotFound, NotFound, RegistryError,
+    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ManifestError, ModelNotFound, NotFound,
     StorageError, UsageError,
 )
 from registry.fetch.hub import HubClient, RemoteFile, RemoteRepo
 from registry.fetch.progress import NullProgress, Progress
-from registry.formats import check_files
+from registry.formats import PICKLE_SUFFIXES, check_files
 from registry.hashing import SHA1_RE, blake3_file
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
@@ -45,6 +47,7 @@ from registry.services.record import RepoSource, record_model
 from registry.store.blobs import BlobStore, BlobWriter
 
 SMALL_JSON = 4 * 1024 * 1024  # read_json for inference fetches only small JSON files
+FLUSH_EVERY = 64 * 1024 * 1024  # large downloads are written back to disk in steps of this many bytes
 KEEP_STATES = ("registered", "quarantined")  # a re-pull of the same bytes does not undo these
 
 
@@ -95,51 +98,95 @@ class _BadPartial(Exception):
 
 # ---- sinks: where downloaded bytes go ----------------------------------------------------------------
 
-class _LfsSink:
+class _Flusher:
+    """Write a large download back to disk while it still arrives: every FLUSH_EVERY bytes a helper
+    thread fdatasyncs the partial file (Linux syncs the inode, whichever descriptor wrote it). The
+    fsync that must precede the blob's rename then finds little left, instead of the whole file: the
+    disk works during the transfer, not after it. Best effort; commit() still fsyncs for real."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, n: int) -> None:
+        self._pending += n
+        if self._pending >= FLUSH_EVERY and (self._thread is None or not self._thread.is_alive()):
+            self._pending = 0
+            self._thread = threading.Thread(target=self._flush, name="pull-flush", daemon=True)
+            self._thread.start()
+
+    def _flush(self) -> None:
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fdatasync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+class _Sink:
+    """One file's bytes into the store. Subclasses say how the writer opens and what else sees each chunk."""
+
+    resumed_from = 0
+
+    def __init__(self, store: BlobStore, file: RemoteFile, stop: threading.Event) -> None:
+        self._store, self._file, self._stop = store, file, stop
+        self.writer = self._open(resume=True)
+
+    def _open(self, *, resume: bool) -> BlobWriter:
+        raise NotImplementedError
+
+    def _observe(self, chunk: bytes) -> None:
+        pass
+
+    @property
+    def offset(self) -> int:
+        return self.writer.offset
+
+    def write(self, chunk: bytes) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+        self.writer.write(chunk)
+        self._observe(chunk)
+
+    def restart(self) -> None:
+        self.writer.abort(keep_partial=False)
+        self.writer = self._open(resume=False)
+
+
+class _LfsSink(_Sink):
     """An LFS file: the sha256 is known, so bytes go to ``<sha>.partial`` and resume across runs."""
 
     def __init__(self, store: BlobStore, file: RemoteFile, stop: threading.Event) -> None:
-        self._store, self._file, self._stop = store, file, stop
-        self.writer: BlobWriter = store.writer(expected_sha256=file.sha256, expected_size=file.size, resume=True)
+        super().__init__(store, file, stop)
         self.resumed_from = self.writer.offset
+        self.flusher = _Flusher(self.writer.path)
 
-    @property
-    def offset(self) -> int:
-        return self.writer.offset
+    def _open(self, *, resume: bool) -> BlobWriter:
+        return self._store.writer(expected_sha256=self._file.sha256, expected_size=self._file.size, resume=resume)
 
-    def write(self, chunk: bytes) -> None:
-        if self._stop.is_set():
-            raise _Stopped()
-        self.writer.write(chunk)
-
-    def restart(self) -> None:
-        self.writer.abort(keep_partial=False)
-        self.writer = self._store.writer(expected_sha256=self._file.sha256, expected_size=self._file.size)
+    def _observe(self, chunk: bytes) -> None:
+        self.flusher.wrote(len(chunk))
 
 
-class _RegularSink:
+class _RegularSink(_Sink):
     """A regular (non-LFS) file: only its git blob sha1 is published, checked before the blob is kept."""
 
-    def __init__(self, store: BlobStore, file: RemoteFile, stop: threading.Event) -> None:
-        self._store, self._file, self._stop = store, file, stop
-        self.writer = store.writer(expected_sha256=None, expected_size=file.size)
-        self._sha1 = hashlib.sha1(b"blob %d\0" % file.size)
-        self.resumed_from = 0
-
-    @property
-    def offset(self) -> int:
-        return self.writer.offset
-
-    def write(self, chunk: bytes) -> None:
-        if self._stop.is_set():
-            raise _Stopped()
-        self.writer.write(chunk)
-        self._sha1.update(chunk)
-
-    def restart(self) -> None:
-        self.writer.abort(keep_partial=False)
-        self.writer = self._store.writer(expected_sha256=None, expected_size=self._file.size)
+    def _open(self, *, resume: bool) -> BlobWriter:
         self._sha1 = hashlib.sha1(b"blob %d\0" % self._file.size)
+        return self._store.writer(expected_sha256=None, expected_size=self._file.size)
+
+    def _observe(self, chunk: bytes) -> None:
+        self._sha1.update(chunk)
 
     @property
     def git_sha1(self) -> str:
@@ -162,18 +209,18 @@ class _Downloader:
         self._done: dict[str, tuple[str, str]] = {}  # key -> (sha256, blake3)
         self._known: dict[str, tuple[str, str]] = {}  # catalog: git oid / sha256 -> (sha256, blake3)
 
-    def _load_known(self, files: Iterable[RemoteFile]) -> None:
+    def load_known(self, files: Iterable[RemoteFile]) -> None:
         """Digests the catalog already has, so stored blobs are reused without a byte of network."""
-        oids = {f.oid for f in files if not f.lfs} - {k[4:] for k in self._known}
+        oids = {f.oid for f in files if not f.lfs} - {k[4:] for k in self._known if k.startswith("git:")}
         shas = {f.sha256 for f in files if f.lfs} - set(self._known)
         if not oids and not shas:
             return
         with self.reg.catalog.reader() as session:
             rows = session.execute(
-                sa_select(Blob.sha256, Blob.blake3, Blob.git_sha1, Blob.size)
+                sa_select(Blob.sha256, Blob.blake3, Blob.git_sha1)
                 .where(Blob.git_sha1.in_(oids) | Blob.sha256.in_(shas))
             ).all()
-        for sha, b3, git, size in rows:
+        for sha, b3, git in rows:
             self._known[sha] = (sha, b3)
             if git:
                 self._known[f"git:{git}"] = (sha, b3)
@@ -215,7 +262,7 @@ class _Downloader:
 
     def _attempt(self, repo: RemoteRepo, file: RemoteFile) -> tuple[str, str]:
         where = f"{repo.repo_id}@{repo.commit[:12]}: {file.path}"
-        sink: _LfsSink | _RegularSink = (_LfsSink if file.lfs else _RegularSink)(self.store, file, self.stop)
+        sink: _Sink = (_LfsSink if file.lfs else _RegularSink)(self.store, file, self.stop)
         if isinstance(sink, _LfsSink) and sink.writer.already_present:
             # another process finished this blob while we waited for its lock (we still hold it, so the
             # empty partial the writer opened is ours alone to delete)
@@ -239,6 +286,8 @@ class _Downloader:
             if isinstance(sink, _RegularSink) and sink.offset == file.size and sink.git_sha1 != file.oid:
                 raise IntegrityError("git blob sha1 mismatch",
                                      details={"expected": file.oid, "actual": sink.git_sha1})
+            if isinstance(sink, _LfsSink):
+                sink.flusher.join()
             stored = sink.writer.commit()
         except IntegrityError as exc:
             sink.writer.abort(keep_partial=False)
@@ -263,7 +312,7 @@ class _Downloader:
         return stored.digests.sha256, stored.digests.blake3
 
     def fetch_all(self, wanted: list[tuple[RemoteRepo, RemoteFile]]) -> dict[tuple[str, str], LockedFile]:
-        self._load_known(f for _, f in wanted)
+        self.load_known(f for _, f in wanted)
         unique: dict[str, tuple[RemoteRepo, RemoteFile]] = {}
         for repo, f in wanted:
             unique.setdefault(_key(f), (repo, f))
@@ -301,19 +350,15 @@ def _listing(repo: RemoteRepo) -> dict[str, RepoFile]:
 
 
 def _json_reader(dl: _Downloader, repo: RemoteRepo) -> Callable[[str], Any]:
-    import json
-
     def read_json(path: str) -> Any:
         file = repo.files.get(path)
         if file is None or file.size > SMALL_JSON:
             return None
-        dl._load_known([file])
+        dl.load_known([file])
         locked = dl.fetch(repo, file)
         try:
             return json.loads(dl.store.path_for(locked.sha256).read_bytes())
         except (UnicodeDecodeError, ValueError) as exc:
-            from registry.errors import ManifestError
-
             raise ManifestError(f"{repo.repo_id}: {path} is not valid JSON: {exc}",
                                 details={"file": path, "key": None}) from exc
 
@@ -356,8 +401,8 @@ def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, w
         family=resolved.family, inferred=resolved.inferred, manifest_source=resolved.source,
         root_digest=resolved.root_digest, endpoint=endpoint, files=len(files), bytes=sum(f.size for f in files),
         downloaded_files=0, downloaded_bytes=0, reused_files=len(files), resumed_files=0,
-        components=_summaries(resolved), pickles=tuple(sorted({f.path for f in files if f.path.endswith(
-            (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))})),
+        components=_summaries(resolved),
+        pickles=tuple(sorted({f.path for f in files if f.path.endswith(PICKLE_SUFFIXES)})),
         offline=True, note=f"{why}: {spec} is already complete in the store; nothing was downloaded",
     )
 

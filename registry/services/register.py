@@ -156,10 +156,11 @@ def check_model(reg: Registry, spec: str, *, device: str = "auto", dtype: str = 
         same_inputs = [r for r in runs if (r.stats or {}).get("inputs") == outcome.inputs]
         exact = [r for r in same_inputs if r.device == summary.device and r.dtype == summary.dtype]
         run = (exact or same_inputs or [None])[0]
-        recorded = None if run is None else (run.device, run.dtype, run.fingerprint, (run.stats or {}).get("outputs", {}),
-                                             dict(run.output_shapes))
+        recorded = None if run is None else (run.device, run.dtype, run.fingerprint,
+                                             (run.stats or {}).get("outputs", {}), dict(run.output_shapes))
     if recorded is None:
-        why = "no passed smoke run is recorded" if not runs else f"no recorded smoke run used the same inputs ({outcome.inputs})"
+        why = ("no passed smoke run is recorded" if not runs
+               else f"no recorded smoke run used the same inputs ({outcome.inputs})")
         raise ConflictError(f"{gated.label}: {why}; run `registry register {gated.name}` first",
                             details={"name": gated.name})
     rec_device, rec_dtype, rec_fp, rec_stats, rec_shapes = recorded
@@ -183,8 +184,25 @@ def check_model(reg: Registry, spec: str, *, device: str = "auto", dtype: str = 
 def require_match(result: CheckResult) -> CheckResult:
     if not result.ok:
         raise VerificationFailed(
-            f"{result.name}@{result.commit[:12]}: smoke outputs here ({result.smoke.device} {result.smoke.dtype}) differ "
-            f"from the recorded run ({result.recorded_device} {result.recorded_dtype}) beyond tolerance "
+            f"{result.name}@{result.commit[:12]}: smoke outputs here ({result.smoke.device} {result.smoke.dtype}) "
+            f"differ from the recorded run ({result.recorded_device} {result.recorded_dtype}) beyond tolerance "
             f"rtol={result.tolerance[0]:g} atol={result.tolerance[1]:g}:\n  " + "\n  ".join(result.problems[:10]),
             details={"problems": list(result.problems)})
     return result
+
+
+def register_after_ingest(reg: Registry, spec: str, *, smoke: bool = True, device: str = "auto") -> RegisterResult:
+    """The registration step that ends ``add`` and ``pull``.
+
+    Without the ML extras (a mirror host) no smoke can run: the model stays ``verified`` and the
+    result says how to register it later, instead of failing an ingest that itself succeeded.
+    A smoke that runs and fails still raises SmokeFailed (the model is quarantined).
+    """
+    try:
+        return register_model(reg, spec, smoke=smoke, device=device)
+    except MissingExtra as exc:
+        gated = gate(reg, spec)
+        message = (f"{gated.label} left {gated.state}: no smoke inference ran ({exc.message}); "
+                   f"then run `registry register {gated.name}`")
+        reg.log_now("register.skipped", gated.name, commit=gated.commit, reason="missing extra")
+        return RegisterResult(gated.name, gated.commit, gated.state, None, None, message)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from registry.catalog.models import Blob
+from registry.catalog.models import Blob, Component, ComponentFile, File, Repo, Revision
 from registry.catalog.queries import all_models
 from registry.services.context import Registry
 from registry.store import ExpectedBlob, check_blobs
@@ -53,18 +54,16 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
            progress: HashProgress | None = None) -> VerifyReport:
     with reg.catalog.reader() as session:
         models = all_models(session, names)
+        model_keys = [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in models]
         wanted: dict[str, ExpectedBlob] = {}
         users: dict[str, list[tuple[str, str, str]]] = {}
         files_checked = 0
-        for model in models:
-            for comp in model.components:
-                for f in comp.files:
-                    files_checked += 1
-                    wanted[f.blob_sha256] = ExpectedBlob(f.blob_sha256, f.size, f.blob.blake3)
-                    users.setdefault(f.blob_sha256, []).append((model.name + "@" + model.revision.commit_sha[:12],
-                                                                 comp.revision.repo.repo_id, f.path))
+        key_of = dict(model_keys)
+        for model_id, repo, path, size, sha, b3 in _model_files(session, list(key_of)):
+            files_checked += 1
+            wanted[sha] = ExpectedBlob(sha, size, b3)
+            users.setdefault(sha, []).append((key_of[model_id], repo, path))
         referenced = set(session.scalars(select(Blob.sha256)).all()) if not names else set()
-        model_keys = [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in models]
     checks = check_blobs(reg.store, reg.stat_cache, list(wanted.values()), deep=deep, progress=progress)
     problems: list[FileProblem] = []
     bad_models: set[str] = set()
@@ -90,6 +89,22 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
         quarantined=quarantined,
         stray=tuple(str(p) for p in reg.store.stray_files()),
     )
+
+
+def _model_files(session: Session, model_ids: list[int]) -> list[tuple[int, str, str, int, str, str]]:
+    """(model id, repo, path, size, sha256, blake3) of every file of these models, in one query (a catalog of
+    thousands of files on a remote Postgres would otherwise cost a round trip per file)."""
+    if not model_ids:
+        return []
+    q = (select(Component.model_id, Repo.repo_id, File.path, File.size, File.blob_sha256, Blob.blake3)
+         .join(ComponentFile, ComponentFile.component_id == Component.id)
+         .join(File, File.id == ComponentFile.file_id)
+         .join(Blob, Blob.sha256 == File.blob_sha256)
+         .join(Revision, Revision.id == Component.revision_id)
+         .join(Repo, Repo.id == Revision.repo_id)
+         .where(Component.model_id.in_(model_ids))
+         .order_by(Component.model_id, Component.position, File.path))
+    return [tuple(row) for row in session.execute(q)]  # type: ignore[misc]
 
 
 def _quarantine(reg: Registry, model_ids: list[int], problems: list[FileProblem]) -> tuple[str, ...]:
