@@ -28,6 +28,7 @@ LFS_THRESHOLD = 10 * 1024 * 1024
 CHUNK = 1024 * 1024
 _PARALLEL_MIN = 1024 * 1024
 _PIPELINE_MIN = 4 * 1024 * 1024  # below this a helper thread costs more than it saves
+_BUFFERS = 3  # chunks in flight between the reading thread and the sha256 thread
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -106,7 +107,7 @@ def hash_stream(fin: BinaryIO, size: int, *, sink: Callable[[memoryview], None] 
     every chunk (a copy into the store).
 
     sha256 is the slowest of the three, so it gets this thread to itself: a helper thread reads each
-    chunk, feeds blake3 and ``sink``, and hands the chunk over (three buffers in rotation). The pass
+    chunk, feeds blake3 and ``sink``, and hands the chunk over (a few buffers in rotation). The pass
     then runs at the speed of sha256 alone; reading no longer waits on hashing or the other way round.
     """
     want_git = git if git is not None else size < LFS_THRESHOLD
@@ -135,7 +136,7 @@ def hash_stream(fin: BinaryIO, size: int, *, sink: Callable[[memoryview], None] 
     else:
         free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
         full: queue.SimpleQueue[tuple[bytearray | BaseException | None, int]] = queue.SimpleQueue()
-        for _ in range(3):
+        for _ in range(_BUFFERS):
             free.put(bytearray(chunk_size))
 
         def reader() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.errors import SchemaOutOfDate, StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "registry_read_only"
 
 
 def create_catalog_engine(url: str) -> Engine:
@@ -37,7 +38,9 @@ def create_catalog_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers take a deferred BEGIN so a mirror never waits behind a writer (WAL lets them read).
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -49,6 +52,8 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(engine.execution_options(**{READ_ONLY_OPTION: True}),
+                                           expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -58,7 +63,8 @@ class Catalog:
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
-        with self._sessions() as session:
+        """A read-only session; on SQLite it never takes the write lock."""
+        with self._read_sessions() as session:
             yield session
 
 

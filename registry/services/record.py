@@ -103,7 +103,13 @@ def record_model(
                       inferred=resolved.inferred, manifest=resolved.to_dict(), root_digest=resolved.root_digest)
         session.add(model)
     else:
-        model.family, model.state, model.state_reason = resolved.family, state, reason
+        # Re-recording the very same bytes keeps a smoke-proven `registered`; anything else (new bytes,
+        # or a model quarantined earlier whose bytes were just proven again) takes the new state.
+        keep_registered = (model.state == "registered" and state == "verified"
+                           and model.root_digest == resolved.root_digest and model.manifest == resolved.to_dict())
+        if not keep_registered:
+            model.state, model.state_reason = state, reason
+        model.family = resolved.family
         model.inferred, model.manifest, model.root_digest = resolved.inferred, resolved.to_dict(), resolved.root_digest
         model.components.clear()
         model.lineage.clear()
