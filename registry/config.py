@@ -16,6 +16,10 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
+def _falsy(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"0", "OFF", "NO", "FALSE"}
+
+
 def _package_or_repo_dir(installed: str, in_repo: str) -> Path:
     """Data shipped inside the wheel (``registry/_x``) or, in a checkout, at the repo root."""
     pkg = Path(__file__).resolve().parent
@@ -33,6 +37,9 @@ class Settings:
     manifests_dir: Path = _package_or_repo_dir("_manifests", "manifests")
     actor: str = "unknown"
     host: str = "unknown"
+    # `add` and `pull` end with the smoke registration unless this is off (REGISTRY_SMOKE=0: mirror hosts
+    # that ingest but never run inference) or the command says --no-smoke.
+    smoke_after_ingest: bool = True
 
     @property
     def blobs_dir(self) -> Path:
@@ -63,6 +70,7 @@ class Settings:
             manifests_dir=Path(env["REGISTRY_MANIFESTS"]) if env.get("REGISTRY_MANIFESTS") else _package_or_repo_dir("_manifests", "manifests"),
             actor=env.get("REGISTRY_ACTOR") or actor,
             host=env.get("REGISTRY_NODE") or socket.gethostname(),
+            smoke_after_ingest=not _falsy(env.get("REGISTRY_SMOKE")),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]

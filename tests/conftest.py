@@ -68,7 +68,9 @@ def database_url(request, tmp_path) -> Iterator[str]:
 def registry_env(tmp_path, database_url, monkeypatch) -> dict[str, str]:
     """Environment for the registry under test; also applied to os.environ for in-process CLI calls."""
     env = {"REGISTRY_HOME": str(tmp_path / "home"), "REGISTRY_DATABASE_URL": database_url,
-           "HF_HUB_DISABLE_TELEMETRY": "1", "REGISTRY_ACTOR": "tester", "REGISTRY_NODE": "test-node"}
+           "HF_HUB_DISABLE_TELEMETRY": "1", "REGISTRY_ACTOR": "tester", "REGISTRY_NODE": "test-node",
+           # add/pull end in `verified` unless a test turns the smoke registration on (test_ingest_registration)
+           "REGISTRY_SMOKE": "0"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)

@@ -252,3 +252,29 @@ def test_an_existing_blob_missing_from_the_stat_cache_is_checked_not_rewritten(s
     store.stat_cache.forget([blob.digests.sha256])  # e.g. another node wrote it on a shared filesystem
     again = store.ingest_file(_src(tmp_path, name="copy.bin"))
     assert not again.created and not again.repaired and blob.path.stat().st_ino == inode
+
+
+def test_a_file_size_limit_is_a_storage_error_and_leaves_nothing(store, tmp_path):
+    """RLIMIT_FSIZE (in a child process, SIGXFSZ ignored) makes the kernel fail the write with EFBIG."""
+    import sys
+    import textwrap
+
+    src = _src(tmp_path, DATA * 6)
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        from pathlib import Path
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))
+        from registry.errors import StorageError
+        from registry.store import BlobStore
+        try:
+            BlobStore(Path({str(store.root)!r})).ingest_file(Path({str(src)!r}))
+        except StorageError as exc:
+            print("StorageError", exc.exit_code, exc.message)
+            sys.exit(0)
+        sys.exit("no error")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("StorageError 10 store I/O failed") and "File too large" in proc.stdout
+    assert list(store.iter_blobs()) == [] and _leftovers(store) == []

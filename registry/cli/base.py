@@ -78,3 +78,23 @@ def echo(text: str = "") -> None:
 def note(text: str) -> None:
     """Progress and notes go to stderr so stdout stays parseable."""
     typer.echo(text, err=True)
+
+
+NoSmokeOpt = Annotated[bool, typer.Option(
+    "--no-smoke", help="Stop at `verified`: skip the smoke registration (also REGISTRY_SMOKE=0).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Smoke device: auto (CUDA when present), cpu or cuda.")]
+
+
+def register_after(reg: Any, name: str, commit: str, *, no_smoke: bool, device: str) -> dict[str, Any]:
+    """The registration that ends `add` and `pull`; returns its JSON form and prints its line to stderr."""
+    if no_smoke or not reg.settings.smoke_after_ingest:
+        why = "--no-smoke" if no_smoke else "REGISTRY_SMOKE=0"
+        message = (f"{name}@{commit[:12]} left verified ({why}): no smoke inference ran; "
+                   f"run `registry register {name}` to register it")
+        note(message)
+        return {"state": None, "smoke": None, "message": message}
+    from registry.services.register import register_after_ingest
+
+    result = register_after_ingest(reg, f"{name}@{commit}", smoke=True, device=device)
+    note(result.message)
+    return jsonable(result)

@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, note, open_registry, table
+from registry.cli.base import (
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, human_size, jsonable, note, open_registry, register_after,
+    table,
+)
 
 
 @app.command("pull")
@@ -20,6 +23,8 @@ def pull_cmd(
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Retries per file after a dropped connection or a 5xx.")] = 5,
     backoff: Annotated[float, typer.Option("--backoff", help="First retry delay in seconds (doubles each time).", hidden=True)] = 1.0,
+    no_smoke: NoSmokeOpt = False,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Pull a complete, verified snapshot (with its base and other dependencies) into the store and catalog."""
@@ -32,10 +37,12 @@ def pull_cmd(
                   progress=progress, retries=retries, backoff=backoff)
     if result.note:
         note(result.note)
+    registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
+    state = registration["state"] or result.state
     if json_out:
-        emit_json(result)
+        emit_json({**jsonable(result), "state": state, "registration": registration})
         return
-    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {result.state}, family {result.family}"
+    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
          f"{' (inferred manifest)' if result.inferred else ''}")
     echo(f"root digest {result.root_digest}; {result.files} files, {human_size(result.bytes)}; downloaded "
          f"{result.downloaded_files} ({human_size(result.downloaded_bytes)}), {result.reused_files} already in the store"
