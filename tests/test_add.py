@@ -346,9 +346,12 @@ def test_add_reports_progress(reg, tmp_path):
 
 
 def test_no_progress_output_when_stderr_is_not_a_terminal(cli, tmp_path):
-    r = cli("add", make_bert_like(tmp_path / "m"), "--name", "acme/tiny")
-    assert r.exit_code == 0 and r.stderr == ""
+    r = cli("add", make_bert_like(tmp_path / "m"), "--name", "acme/tiny", "--no-smoke")
+    assert r.exit_code == 0
     assert "acme/tiny@" in r.stdout and "verified" in r.stdout
+    # stderr holds only the registration's one line, no progress bar
+    assert r.stderr.splitlines() == [line for line in r.stderr.splitlines() if "left verified (--no-smoke)" in line]
+    assert len(r.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("state, reason, after", [

@@ -39,7 +39,8 @@ def test_empty_catalog(cli):
 
 def test_json_keys_are_stable(cli, tmp_path):
     added = cli("add", make_bert_like(tmp_path / "m"), "--name", "acme/tiny", "--json").json()
-    assert set(added) == ADD_KEYS
+    assert set(added) == ADD_KEYS | {"registration"}
+    assert set(added["registration"]) >= {"state", "smoke", "message"}
     assert set(added["components"][0]) == {"role", "repo", "commit", "files", "bytes", "pinned"}
     [listed] = cli("list", "--json").json()["models"]
     assert set(listed) == SUMMARY_KEYS
@@ -102,3 +103,5 @@ def test_progress_bars_on_a_terminal_only(cli, tmp_path):
     # not a terminal: not a byte of progress
     r = cli("verify", "--deep")
     assert r.exit_code == 0 and r.stderr == ""
+    r = cli("add", folder, "--name", "acme/tiny")
+    assert r.exit_code == 0 and "%" not in r.stderr

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, open_registry, table
+from registry.cli.base import (
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, human_size, jsonable, open_registry, register_after, table,
+)
 from registry.errors import VerificationFailed
 
 
@@ -28,17 +30,21 @@ def add_cmd(
     name: Annotated[str, typer.Option("--name", help="The model's repo id, e.g. org/name.")],
     revision: Annotated[Optional[str], typer.Option("--revision", help="A label (ref) for this revision; default main.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
+    no_smoke: NoSmokeOpt = False,
+    device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
-    """Import a local model folder into the store and catalog, checked against its manifest."""
+    """Import a local model folder into the store and catalog, checked against its manifest, then register it."""
     from registry.services.add import add_folder
 
     reg = open_registry()
     result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
+    registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
+    state = registration["state"] or result.state
     if json_out:
-        emit_json(result)
+        emit_json({**jsonable(result), "state": state, "registration": registration})
         return
-    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {result.state}, family {result.family}"
+    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
          f"{' (inferred manifest)' if result.inferred else ''}")
     echo(f"root digest {result.root_digest}; {result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
     echo(table(["role", "repo", "commit", "files", "size", "pinned"],
