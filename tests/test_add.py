@@ -395,3 +395,14 @@ def test_concurrent_adds_of_the_same_folder_converge(reg, tmp_path):
     counts = catalog_counts(reg)
     assert counts["models"] == 1 and counts["revisions"] == 1 and counts["blobs"] == 6
     assert [s for s in store_files(reg) if "/" in s] == []  # no temp or partial file left
+
+
+@pytest.mark.ml
+def test_add_ends_with_the_smoke_registration(cli, minilm_dir, monkeypatch):
+    monkeypatch.setenv("REGISTRY_SMOKE", "1")
+    r = cli("add", minilm_dir, "--name", "sentence-transformers/all-MiniLM-L6-v2", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = r.json()
+    assert out["state"] == "registered" and out["registration"]["smoke"]["passed"] is True
+    shown = cli("show", "sentence-transformers/all-MiniLM-L6-v2", "--json").json()
+    assert shown["summary"]["state"] == "registered" and shown["smoke_runs"][0]["fingerprint"]
