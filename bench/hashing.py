@@ -194,7 +194,6 @@ def main() -> int:
     block = os.urandom(256 * MIB)
     core = {"sha256": len(block) / GB / best(lambda: hashlib.sha256(block).digest(), args.repeat)[0],
             "blake3": len(block) / GB / best(lambda: blake3.blake3(block).digest(), args.repeat)[0]}
-    del block
 
     sparse = sparse_store(DATA / "sparse-home", args.sparse_gb)
     fast_times = []
@@ -269,7 +268,7 @@ def main() -> int:
     print(text)
     if args.write_docs:
         write_section(ROOT / "docs" / "benchmarks.md", "Hashing",
-                      f"Run: `python bench/hashing.py --write-docs` (needs `pip install model-signing pyopenssl`).\n\n"
+                      "Run: `python bench/hashing.py --write-docs` (needs `pip install model-signing pyopenssl`).\n\n"
                       + text)
     return 0
 

@@ -4,7 +4,6 @@ catalog rows and no blobs; good folders (plain, HF cache snapshot, adapter over 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -174,7 +173,7 @@ def test_pinned_sha256_does_not_match(refused, tmp_path):
     folder = make_bert_like(tmp_path / "m")
     err = refused(folder, "--name", "acme/x", "--manifest", _pinned_manifest(tmp_path, folder, sha="0" * 64), code=5)
     assert err["error"] == "IntegrityError"
-    assert f"weights: model.safetensors: sha256 is" in err["message"] and "0" * 64 in err["message"]
+    assert "weights: model.safetensors: sha256 is" in err["message"] and "0" * 64 in err["message"]
 
 
 def test_pinned_size_does_not_match(refused, tmp_path):

@@ -98,3 +98,20 @@ def register_after(reg: Any, name: str, commit: str, *, no_smoke: bool, device: 
     result = register_after_ingest(reg, f"{name}@{commit}", smoke=True, device=device)
     note(result.message)
     return jsonable(result)
+
+
+def finish_ingest(reg: Any, result: Any, *, no_smoke: bool, device: str, json_out: bool, detail: str) -> None:
+    """The end of `add` and `pull`: registration, then the result as JSON or as a summary and a table."""
+    registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
+    state = registration["state"] or result.state
+    if json_out:
+        emit_json({**jsonable(result), "state": state, "registration": registration})
+        return
+    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
+         f"{' (inferred manifest)' if result.inferred else ''}")
+    echo(f"root digest {result.root_digest}; {detail}")
+    echo(table(["role", "repo", "commit", "files", "size", "pinned"],
+               [(c.role, c.repo, c.commit[:12], c.files, human_size(c.bytes), "yes" if c.pinned else "no")
+                for c in result.components]))
+    if result.pickles:
+        echo(f"pickle files (loaded only with torch.load(weights_only=True)): {', '.join(result.pickles)}")

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, human_size, jsonable, open_registry, register_after, table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, open_registry, table,
 )
 from registry.errors import VerificationFailed
 
@@ -39,19 +39,8 @@ def add_cmd(
 
     reg = open_registry()
     result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
-    registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
-    state = registration["state"] or result.state
-    if json_out:
-        emit_json({**jsonable(result), "state": state, "registration": registration})
-        return
-    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
-         f"{' (inferred manifest)' if result.inferred else ''}")
-    echo(f"root digest {result.root_digest}; {result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
-    echo(table(["role", "repo", "commit", "files", "size", "pinned"],
-               [(c.role, c.repo, c.commit[:12], c.files, human_size(c.bytes), "yes" if c.pinned else "no")
-                for c in result.components]))
-    if result.pickles:
-        echo(f"pickle files (loaded only with torch.load(weights_only=True)): {', '.join(result.pickles)}")
+    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+                  detail=f"{result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
 
 
 @app.command("list")

@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, human_size, jsonable, note, open_registry, register_after,
-    table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry,
 )
 
 
@@ -37,18 +36,7 @@ def pull_cmd(
                   progress=progress, retries=retries, backoff=backoff)
     if result.note:
         note(result.note)
-    registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
-    state = registration["state"] or result.state
-    if json_out:
-        emit_json({**jsonable(result), "state": state, "registration": registration})
-        return
-    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
-         f"{' (inferred manifest)' if result.inferred else ''}")
-    echo(f"root digest {result.root_digest}; {result.files} files, {human_size(result.bytes)}; downloaded "
-         f"{result.downloaded_files} ({human_size(result.downloaded_bytes)}), {result.reused_files} already in the store"
-         f"{f', {result.resumed_files} resumed' if result.resumed_files else ''}")
-    echo(table(["role", "repo", "commit", "files", "size", "pinned"],
-               [(c.role, c.repo, c.commit[:12], c.files, human_size(c.bytes), "yes" if c.pinned else "no")
-                for c in result.components]))
-    if result.pickles:
-        echo(f"pickle files (loaded only with torch.load(weights_only=True)): {', '.join(result.pickles)}")
+    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+                  detail=(f"{result.files} files, {human_size(result.bytes)}; downloaded {result.downloaded_files} "
+                          f"({human_size(result.downloaded_bytes)}), {result.reused_files} already in the store"
+                          f"{f', {result.resumed_files} resumed' if result.resumed_files else ''}"))

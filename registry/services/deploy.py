@@ -148,6 +148,9 @@ class _Materializer:
                 shutil.copyfile(src, tmp)
                 self.copied += 1
             os.replace(tmp, dest)
+            # rename() of two links to one inode is a no-op that leaves the source name in place
+            # (POSIX): a concurrent deploy that linked the same blob first makes ours exactly that.
+            tmp.unlink(missing_ok=True)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {dest}: {exc} (nothing partial was left)") from exc

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from registry.catalog.queries import find_revision
 from registry.config import Settings
 from registry.manifest.infer import ReadJson, infer_manifest
-from registry.manifest.resolve import LockedFile, RepoFile, Selection, select
+from registry.manifest.resolve import LockedFile, RepoFile, Selection
 from registry.manifest.schema import ComponentSpec, Manifest, curated_manifest_path, load_manifest_file
 
 
