@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from registry.catalog.base import utcnow
 from registry.catalog.models import Blob, Component, File, Lineage, Model, Ref, Repo, Revision
 from registry.errors import ConflictError
 from registry.manifest.resolve import LockedFile, ResolvedManifest
@@ -97,23 +98,29 @@ def record_model(
         file_rows.setdefault(comp.repo, {}).update(rows)
 
     own = revisions[resolved.name]
-    model = session.scalars(select(Model).where(Model.name == resolved.name, Model.revision_id == own.id)).one_or_none()
-    if model is None:
-        model = Model(name=resolved.name, revision=own, family=resolved.family, state=state, state_reason=reason,
-                      inferred=resolved.inferred, manifest=resolved.to_dict(), root_digest=resolved.root_digest)
-        session.add(model)
-    else:
-        # Re-recording the very same bytes keeps a smoke-proven `registered`; anything else (new bytes,
-        # or a model quarantined earlier whose bytes were just proven again) takes the new state.
-        keep_registered = (model.state == "registered" and state == "verified"
-                           and model.root_digest == resolved.root_digest and model.manifest == resolved.to_dict())
-        if not keep_registered:
-            model.state, model.state_reason = state, reason
-        model.family = resolved.family
-        model.inferred, model.manifest, model.root_digest = resolved.inferred, resolved.to_dict(), resolved.root_digest
-        model.components.clear()
-        model.lineage.clear()
-        session.flush()
+    manifest = resolved.to_dict()
+    # Insert-if-absent, then lock the row: two processes recording the same model (Postgres runs them
+    # truly in parallel) take turns instead of both rewriting its components.
+    _insert_ignore(session, Model, [{
+        "name": resolved.name, "revision_id": own.id, "family": resolved.family, "state": state,
+        "state_reason": reason, "inferred": resolved.inferred, "manifest": manifest,
+        "root_digest": resolved.root_digest, "updated_at": utcnow(),
+    }], ["name", "revision_id"])
+    model = session.scalars(
+        select(Model).where(Model.name == resolved.name, Model.revision_id == own.id)
+        .with_for_update().execution_options(populate_existing=True)
+    ).one()
+    # Re-recording the very same bytes keeps a smoke-proven `registered`; anything else (new bytes,
+    # or a model quarantined earlier whose bytes were just proven again) takes the new state.
+    keep_registered = (model.state == "registered" and state == "verified"
+                       and model.root_digest == resolved.root_digest and model.manifest == manifest)
+    if not keep_registered:
+        model.state, model.state_reason = state, reason
+    model.family, model.inferred, model.manifest, model.root_digest = (
+        resolved.family, resolved.inferred, manifest, resolved.root_digest)
+    model.components.clear()
+    model.lineage.clear()
+    session.flush()
 
     for position, comp in enumerate(resolved.components):
         model.components.append(Component(
