@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from registry.errors import SmokeFailed
 from registry.loaders.base import Loaded, LoadRequest, Outputs
@@ -16,6 +15,9 @@ from registry.loaders.checks import check_state_keys, finalize
 from registry.loaders.runtime import import_torch, require
 
 HEADS = ("colbert_linear", "sparse_linear")
+
+# numpy comes with the `ml` extra, not the core: a mirror host gets MissingExtra, not ImportError
+np = require("numpy", "ml")
 
 
 def load(request: LoadRequest) -> Loaded:

@@ -9,7 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from registry.loaders.runtime import require
+
+# numpy comes with the `ml` extra, not the core: a mirror host gets MissingExtra, not ImportError
+np = require("numpy", "ml")
 
 # decimals kept in the fingerprint, and (rtol, atol) for comparing statistics, by dtype
 DECIMALS = {"float32": 4, "bfloat16": 2, "float16": 2}
