@@ -159,3 +159,19 @@ def test_materialized_folder_links_into_the_store(reg, tmp_path):
     # a broken folder (a link removed) is rebuilt
     (folder / "vocab.txt").unlink()
     assert (gate(reg, "acme/bge-m3-text").folders["acme/bge-m3-text"] / "vocab.txt").is_symlink()
+
+
+def test_remote_code_needs_digest_pins_not_only_a_commit_pin():
+    from registry.loaders.remote_code import unpinned_code
+    from registry.manifest.resolve import LockedComponent, LockedFile, ResolvedManifest
+
+    code = LockedFile("modeling_x.py", 10, "a" * 64, "b" * 64, "c" * 40, False)
+
+    def resolved(**pins):
+        comp = LockedComponent("code", "acme/x", "d" * 40, True, files=(code,), **pins)
+        return ResolvedManifest("acme/x", "remote-code", False, "manifests/acme/x.toml", (comp,))
+
+    assert unpinned_code(resolved(pinned=True)) == ["code: modeling_x.py"]  # commit-pinned only
+    assert unpinned_code(resolved(pinned=True, digest_pinned=True)) == []
+    roundtrip = ResolvedManifest.from_dict(resolved(pinned=True, digest_pinned=True).to_dict())
+    assert roundtrip.components[0].digest_pinned is True

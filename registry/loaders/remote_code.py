@@ -1,8 +1,8 @@
 """Family ``remote-code``: ``trust_remote_code=True`` only when every code file is pinned.
 
-Pinned means: the manifest is curated (not inferred), its ``code`` component is pinned (every file named
-with its sha256, or a 40-hex commit), and every ``.py`` in the materialised folders belongs to that
-component. The code then runs with the loader's privileges, so anything less is refused before
+Pinned means: the manifest is curated (not inferred), its ``code`` component names every file with its
+sha256 (a commit pin is not enough: the manifest itself must say which bytes may run), and every ``.py``
+in the materialised folders belongs to that component. The code then runs with the loader's privileges, so anything less is refused before
 transformers sees the folder."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def unpinned_code(resolved: ResolvedManifest) -> list[str]:
                 continue
             if comp.role != "code":
                 bad.append(f"{comp.role}: {f.path} (Python file outside the code component)")
-            elif resolved.inferred or not comp.pinned:
+            elif resolved.inferred or not comp.digest_pinned:
                 bad.append(f"code: {f.path}")
     return bad
 

@@ -86,14 +86,16 @@ class LockedComponent:
     repo: str
     commit: str
     required: bool
-    pinned: bool
+    pinned: bool  # by a 40-hex commit or by every file's sha256
     files: tuple[LockedFile, ...]
     note: str = ""
+    digest_pinned: bool = False  # every file named with its sha256 in the manifest (what remote code needs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "role": self.role, "repo": self.repo, "commit": self.commit, "required": self.required,
-            "pinned": self.pinned, "note": self.note, "files": [f.to_dict() for f in self.files],
+            "pinned": self.pinned, "digest_pinned": self.digest_pinned, "note": self.note,
+            "files": [f.to_dict() for f in self.files],
         }
 
 
@@ -132,6 +134,7 @@ class ResolvedManifest:
                 LockedComponent(
                     role=c["role"], repo=c["repo"], commit=c["commit"], required=c["required"], pinned=c["pinned"],
                     note=c.get("note", ""), files=tuple(LockedFile(**f) for f in c["files"]),
+                    digest_pinned=bool(c.get("digest_pinned", False)),
                 )
                 for c in data["components"]
             ),
@@ -151,7 +154,7 @@ def lock(
         components.append(LockedComponent(
             role=c.role, repo=c.repo, commit=commits[c.repo], required=c.required,
             pinned=c.pinned_commit or c.pinned_digests, note=c.note,
-            files=tuple(files[(c.repo, p)] for p in sel.paths),
+            files=tuple(files[(c.repo, p)] for p in sel.paths), digest_pinned=c.pinned_digests,
         ))
     smoke = manifest.to_dict()["smoke"]
     return ResolvedManifest(
