@@ -37,8 +37,22 @@ def test_gc_removes_stale_partial_downloads(reg, cli, tmp_path):
     os.utime(partial, (old, old))
     result = cli("gc", "--json").json()
     assert result["stray_removed"] == [str(partial)] and not partial.exists()
+    assert result["bytes_freed"] == 5
 
 
 def test_gc_rejects_negative_grace(cli):
     r = cli("gc", "--grace", "-1")
     assert r.exit_code == 2
+
+
+def test_gc_removes_half_built_link_folders_of_crashed_loads(reg, cli, tmp_path):
+    dead = reg.settings.home / "materialized" / ".tmp-0123"
+    (dead / "acme--tiny").mkdir(parents=True)
+    (dead / "acme--tiny" / "config.json").symlink_to(tmp_path / "nowhere")
+    live = reg.settings.home / "materialized" / ("a" * 64)
+    live.mkdir()
+    old = dead.stat().st_mtime - 7200
+    os.utime(dead, (old, old))
+    result = cli("gc", "--json").json()
+    assert result["stray_removed"] == [str(dead)]
+    assert not dead.exists() and live.exists()

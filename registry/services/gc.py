@@ -6,8 +6,10 @@ belong to a pull still running: only files older than the grace period are remov
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -25,6 +27,14 @@ class GcResult:
     bytes_freed: int
     stray_removed: tuple[str, ...]
     kept_young: int  # unreferenced or stray files younger than the grace period
+
+
+def _dead_link_folders(reg: Registry) -> list[Path]:
+    """Half-built folders of links that a crashed load left beside the materialised models."""
+    root = reg.settings.home / "materialized"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".stale-")))
 
 
 def collect_garbage(reg: Registry, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GRACE_S) -> GcResult:
@@ -47,7 +57,7 @@ def collect_garbage(reg: Registry, *, dry_run: bool = False, grace_seconds: floa
         freed += st.st_size
     reg.stat_cache.forget(removed if not dry_run else [])
     stray: list[str] = []
-    for path in reg.store.stray_files():
+    for path in reg.store.stray_files() + _dead_link_folders(reg):
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -55,10 +65,14 @@ def collect_garbage(reg: Registry, *, dry_run: bool = False, grace_seconds: floa
         if st.st_mtime > cutoff:
             young += 1
             continue
+        is_dir = path.is_dir()
         if not dry_run:
-            path.unlink(missing_ok=True)
+            if is_dir:
+                shutil.rmtree(path, ignore_errors=True)  # links only: the blobs they point at stay
+            else:
+                path.unlink(missing_ok=True)
         stray.append(str(path))
-        freed += st.st_size
+        freed += 0 if is_dir else st.st_size
     if not dry_run and (removed or stray):
         reg.log_now("gc", "store", blobs_removed=len(removed), stray_removed=len(stray), bytes_freed=freed)
     return GcResult(dry_run, grace_seconds, tuple(removed), freed, tuple(stray), young)

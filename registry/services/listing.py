@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from registry.catalog.models import Model
 from registry.catalog.queries import all_models, find_model
+from registry.manifest.resolve import LockedFile
 from registry.services.context import Registry
 
 
@@ -26,23 +27,13 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
-class FileDetail:
-    path: str
-    size: int
-    sha256: str
-    blake3: str
-    git_oid: str
-    lfs: bool
-
-
-@dataclass(frozen=True)
 class ComponentDetail:
     role: str
     repo: str
     commit: str
     required: bool
     pinned: bool
-    files: tuple[FileDetail, ...]
+    files: tuple[LockedFile, ...]
 
 
 @dataclass(frozen=True)
@@ -104,7 +95,7 @@ def show_model(reg: Registry, spec: str) -> ModelDetail:
                 ComponentDetail(
                     role=c.role, repo=c.revision.repo.repo_id, commit=c.revision.commit_sha, required=c.required,
                     pinned=c.pinned,
-                    files=tuple(FileDetail(f.path, f.size, f.blob_sha256, f.blob.blake3, f.git_oid, f.lfs) for f in c.files),
+                    files=tuple(LockedFile(f.path, f.size, f.blob_sha256, f.blob.blake3, f.git_oid, f.lfs) for f in c.files),
                 )
                 for c in model.components
             ),
