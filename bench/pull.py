@@ -101,7 +101,7 @@ def main() -> None:
             home = work / "home"
             env = {**base_env, "REGISTRY_HOME": str(home), "REGISTRY_DATABASE_URL": f"sqlite:///{home}/catalog.db"}
             subprocess.run([sys.executable, "-m", "registry", "list"], env=env, check=True, capture_output=True)
-            ours.append(run_child([sys.executable, "-m", "registry", "pull", REPO, "--endpoint", sim.url,
+            ours.append(run_child([sys.executable, "-m", "registry", "pull", REPO, "--no-smoke", "--endpoint", sim.url,
                                    "--manifest", str(manifest), "--json"], env))
             shutil.rmtree(home)
 
