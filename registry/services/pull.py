@@ -14,7 +14,6 @@ Nothing is recorded before every byte is proven, so a pull killed at any moment 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -179,18 +178,11 @@ class _LfsSink(_Sink):
 
 
 class _RegularSink(_Sink):
-    """A regular (non-LFS) file: only its git blob sha1 is published, checked before the blob is kept."""
+    """A regular (non-LFS) file: only its git blob sha1 is published; the writer checks it before the blob is kept."""
 
     def _open(self, *, resume: bool) -> BlobWriter:
-        self._sha1 = hashlib.sha1(b"blob %d\0" % self._file.size)
-        return self._store.writer(expected_sha256=None, expected_size=self._file.size)
-
-    def _observe(self, chunk: bytes) -> None:
-        self._sha1.update(chunk)
-
-    @property
-    def git_sha1(self) -> str:
-        return self._sha1.hexdigest()
+        return self._store.writer(expected_sha256=None, expected_size=self._file.size,
+                                  expected_git_sha1=self._file.oid)
 
 
 # ---- the downloader ---------------------------------------------------------------------------------
@@ -283,9 +275,6 @@ class _Downloader:
 
         try:
             self.client.download(repo.repo_id, repo.commit, file, sink, on_bytes)
-            if isinstance(sink, _RegularSink) and sink.offset == file.size and sink.git_sha1 != file.oid:
-                raise IntegrityError("git blob sha1 mismatch",
-                                     details={"expected": file.oid, "actual": sink.git_sha1})
             if isinstance(sink, _LfsSink):
                 sink.flusher.join()
             stored = sink.writer.commit()

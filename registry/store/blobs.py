@@ -187,10 +187,13 @@ class BlobStore:
         """Copy a file into the store, hashing the bytes as they are copied (one pass)."""
         return self.commit_staged(self.stage_file(src, expected_sha256=expected_sha256, progress=progress))
 
-    def writer(self, *, expected_sha256: str | None, expected_size: int | None, resume: bool = False) -> "BlobWriter":
-        """A streaming writer; with ``resume`` and a known digest it continues a ``.partial`` file."""
+    def writer(self, *, expected_sha256: str | None, expected_size: int | None, resume: bool = False,
+               expected_git_sha1: str | None = None) -> "BlobWriter":
+        """A streaming writer; with ``resume`` and a known digest it continues a ``.partial`` file.
+
+        ``expected_git_sha1`` (a regular file's published git oid) is checked at commit, like the sha256."""
         self.ensure()
-        return BlobWriter(self, expected_sha256, expected_size, resume)
+        return BlobWriter(self, expected_sha256, expected_size, resume, expected_git_sha1)
 
     def _commit(self, tmp: Path, digests: Digests, *, locked: bool = False) -> StoredBlob:
         """Rename ``tmp`` (proven to hold ``digests``) into place; ``locked``: the caller holds the digest's lock."""
@@ -249,10 +252,12 @@ class BlobWriter:
     digest's lock, so a second process pulling the same bytes waits and then finds the blob.
     """
 
-    def __init__(self, store: BlobStore, expected_sha256: str | None, expected_size: int | None, resume: bool):
+    def __init__(self, store: BlobStore, expected_sha256: str | None, expected_size: int | None, resume: bool,
+                 expected_git_sha1: str | None = None):
         self.store = store
         self.expected_sha256 = _check_digest(expected_sha256) if expected_sha256 else None
         self.expected_size = expected_size
+        self.expected_git_sha1 = expected_git_sha1
         self._lock_cm = store.lock(expected_sha256) if expected_sha256 else None
         if self._lock_cm is not None:
             self._lock_cm.__enter__()
@@ -262,7 +267,8 @@ class BlobWriter:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             else:
                 self.path = store._tmp / f"stream-{uuid.uuid4().hex}"
-            self._hasher = MultiHasher(expected_size)
+            # a published git oid is checked whatever the size (a mirror may keep large files out of LFS)
+            self._hasher = MultiHasher(expected_size, git=True if expected_git_sha1 else None)
             if resume and self.expected_sha256 and self.path.exists():
                 with open(self.path, "rb") as f:  # re-hash what an earlier run wrote
                     while chunk := f.read(CHUNK):
@@ -315,6 +321,11 @@ class BlobWriter:
                 raise IntegrityError(
                     f"sha256 is {digests.sha256}, expected {self.expected_sha256}",
                     details={"expected": self.expected_sha256, "actual": digests.sha256},
+                )
+            if self.expected_git_sha1 and digests.git_sha1 != self.expected_git_sha1:
+                raise IntegrityError(
+                    f"git blob sha1 is {digests.git_sha1}, expected {self.expected_git_sha1}",
+                    details={"expected": self.expected_git_sha1, "actual": digests.git_sha1},
                 )
         except IntegrityError:
             self.path.unlink(missing_ok=True)
