@@ -4,6 +4,7 @@ and small model folders written byte by byte (no torch needed)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -17,6 +18,27 @@ import pytest
 
 from registry.config import Settings
 from registry.services.context import Registry
+
+# marker -> the modules its tests import; without them a plain `pytest` skips those tests, while CI
+# (REGISTRY_TEST_REQUIRE_EXTRAS=1, set by .ci/run) lets them fail so that a broken install is seen
+EXTRA_MODULES = {
+    "ml": ("torch", "transformers", "peft", "sentence_transformers", "numpy"),
+    "colpali": ("colpali_engine",),
+    "bge": ("FlagEmbedding",),
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if os.environ.get("REGISTRY_TEST_REQUIRE_EXTRAS") == "1":
+        return
+    missing = {marker: [m for m in modules if importlib.util.find_spec(m) is None]
+               for marker, modules in EXTRA_MODULES.items()}
+    for item in items:
+        for marker, absent in missing.items():
+            if absent and item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason=f"needs the {marker!r} extra: {', '.join(absent)} not installed"))
+                break
+
 
 PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
