@@ -23,7 +23,7 @@ import shutil
 import stat
 import tarfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +84,8 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _model_record(model: Model) -> dict[str, Any]:
+def model_record(model: Model) -> dict[str, Any]:
+    """A model's catalog rows as JSON: what a bundle (and an OCI artifact's record layer) carries."""
     sources: dict[str, dict[str, Any]] = {}
     for comp in model.components:
         rev = comp.revision
@@ -126,7 +127,7 @@ def _collect(reg: Registry, names: Sequence[str]) -> tuple[list[dict[str, Any]],
                 for f in comp.files:
                     blobs[f.blob_sha256] = {"sha256": f.blob_sha256, "size": f.blob.size, "blake3": f.blob.blake3,
                                             "git_sha1": f.blob.git_sha1}
-            ordered.append(_model_record(model))
+            ordered.append(model_record(model))
 
         for spec in names:
             visit(find_model(session, spec))
@@ -307,6 +308,37 @@ def _read_index(reader: _Reader) -> dict[str, Any]:
     return data
 
 
+def check_model_record(m: dict[str, Any], refuse: Callable[[str], Exception]) -> ResolvedManifest:
+    """A model record (``model_record``'s form) must agree with itself: state, names, commits, the root digest
+    recomputed from its files, every component's repo among its sources, clean paths. ``refuse(why)`` makes the
+    error. Raises KeyError/TypeError/ValueError on a malformed record (callers say where it came from)."""
+    where = f"model {m.get('name')!r}"
+    if m["state"] not in STATES:
+        raise refuse(f"{where}: state {m['state']!r} cannot be imported")
+    if not REPO_ID_RE.match(m["name"]) or not SHA1_RE.match(m["commit"]):
+        raise refuse(f"{where}: malformed name or commit")
+    resolved = ResolvedManifest.from_dict(m["manifest"])
+    if resolved.name != m["name"] or resolved.root_digest != m["root_digest"]:
+        raise refuse(f"{where}: the manifest's root digest is {resolved.root_digest}, "
+                     f"the record says {m['root_digest']} (tampered)")
+    repos = {s["repo"]: s for s in m["sources"]}
+    for s in m["sources"]:
+        if not REPO_ID_RE.match(s["repo"]) or not SHA1_RE.match(s["commit"]):
+            raise refuse(f"{where}: malformed source {s!r}")
+    for c in resolved.components:
+        if c.repo not in repos or repos[c.repo]["commit"] != c.commit:
+            raise refuse(f"{where}: component {c.role} names {c.repo}@{c.commit}, not in its sources")
+        for f in c.files:
+            try:
+                check_relative_path(f.path)
+            except ValueError as exc:
+                raise refuse(f"{where}: {c.repo}: unsafe file path {f.path!r} ({exc})") from exc
+    for l in m["lineage"]:
+        if not REPO_ID_RE.match(l["repo"]) or not SHA1_RE.match(l["commit"]):
+            raise refuse(f"{where}: malformed lineage {l!r}")
+    return resolved
+
+
 def _check_index(data: dict[str, Any], reader: _Reader) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """bundle.json must agree with itself and with the entries present; returns (models, blob table)."""
     try:
@@ -317,30 +349,13 @@ def _check_index(data: dict[str, Any], reader: _Reader) -> tuple[list[dict[str, 
                 raise _refuse(INDEX, f"blob {sha}: malformed digests or size")
         models = list(data["models"])
         for m in models:
-            where = f"model {m.get('name')!r}"
-            if m["state"] not in STATES:
-                raise _refuse(INDEX, f"{where}: state {m['state']!r} cannot be imported")
-            if not REPO_ID_RE.match(m["name"]) or not SHA1_RE.match(m["commit"]):
-                raise _refuse(INDEX, f"{where}: malformed name or commit")
-            resolved = ResolvedManifest.from_dict(m["manifest"])
-            if resolved.name != m["name"] or resolved.root_digest != m["root_digest"]:
-                raise _refuse(INDEX, f"{where}: the manifest's root digest is {resolved.root_digest}, "
-                                     f"the record says {m['root_digest']} (tampered)")
-            repos = {s["repo"]: s for s in m["sources"]}
-            for s in m["sources"]:
-                if not REPO_ID_RE.match(s["repo"]) or not SHA1_RE.match(s["commit"]):
-                    raise _refuse(INDEX, f"{where}: malformed source {s!r}")
+            resolved = check_model_record(m, lambda why: _refuse(INDEX, why))
             for c in resolved.components:
-                if c.repo not in repos or repos[c.repo]["commit"] != c.commit:
-                    raise _refuse(INDEX, f"{where}: component {c.role} names {c.repo}@{c.commit}, not in its sources")
                 for f in c.files:
-                    check_relative_path(f.path)
                     b = blobs.get(f.sha256)
                     if b is None or b["size"] != f.size or b["blake3"] != f.blake3:
-                        raise _refuse(INDEX, f"{where}: {c.repo}/{f.path}: digests disagree with the blob table")
-            for l in m["lineage"]:
-                if not REPO_ID_RE.match(l["repo"]) or not SHA1_RE.match(l["commit"]):
-                    raise _refuse(INDEX, f"{where}: malformed lineage {l!r}")
+                        raise _refuse(INDEX, f"model {m.get('name')!r}: {c.repo}/{f.path}: digests disagree with the "
+                                             "blob table")
     except (KeyError, TypeError, ValueError) as exc:
         raise _refuse(INDEX, f"malformed ({type(exc).__name__}: {exc})") from exc
     present = {n[6:] for n in reader.sizes if n.startswith("blobs/")}
@@ -373,6 +388,22 @@ def _copy_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -
         raise _refuse(entry, f"blake3 is {stored.digests.blake3}, bundle.json says {meta['blake3']} (tampered)")
 
 
+def add_smoke_runs(model: Model, runs: Sequence[dict[str, Any]]) -> None:
+    """Copy recorded smoke runs (``model_record``'s form) onto ``model``, skipping those it already has."""
+    have = {(_iso(s.created_at), s.fingerprint, s.device) for s in model.smoke_runs}
+    for s in runs:
+        created = dt.datetime.fromisoformat(s["created_at"]) if s.get("created_at") else None
+        if (_iso(created), s["fingerprint"], s["device"]) in have:
+            continue
+        run = SmokeRun(passed=s["passed"], device=s["device"], dtype=s["dtype"],
+                       library_versions=s["library_versions"], wall_ms=s["wall_ms"],
+                       output_shapes=s["output_shapes"], fingerprint=s["fingerprint"], stats=s["stats"],
+                       error=s["error"])
+        if created is not None:
+            run.created_at = created
+        model.smoke_runs.append(run)
+
+
 def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
     with reg.catalog.session() as session:
         for m in models:
@@ -388,18 +419,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
             model = record_model(session, ResolvedManifest.from_dict(m["manifest"]), sources, state=m["state"],
                                  reason=m.get("state_reason"), derived_from=derived)
             model.family = m["family"]
-            have = {(_iso(s.created_at), s.fingerprint, s.device) for s in model.smoke_runs}
-            for s in m["smoke_runs"]:
-                created = dt.datetime.fromisoformat(s["created_at"]) if s.get("created_at") else None
-                if (_iso(created), s["fingerprint"], s["device"]) in have:
-                    continue
-                run = SmokeRun(passed=s["passed"], device=s["device"], dtype=s["dtype"],
-                               library_versions=s["library_versions"], wall_ms=s["wall_ms"],
-                               output_shapes=s["output_shapes"], fingerprint=s["fingerprint"], stats=s["stats"],
-                               error=s["error"])
-                if created is not None:
-                    run.created_at = created
-                model.smoke_runs.append(run)
+            add_smoke_runs(model, m["smoke_runs"])
             reg.log(session, "import", m["name"], commit=m["commit"], root_digest=m["root_digest"], state=m["state"],
                     bundle=str(path))
 
