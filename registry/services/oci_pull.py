@@ -330,6 +330,10 @@ class _Fetcher:
             raise IntegrityError(f"{self.where}: {need.label}: the bytes served do not match the layer's digest "
                                  f"({exc.message}); the registry or a proxy serves corrupt data (nothing was recorded)",
                                  details={"path": need.label, "sha256": need.sha256}) from exc
+        except _Stopped:
+            # another layer failed: keep only what an earlier run had left (a resume point), not a fresh stub
+            sink.writer.abort(keep_partial=sink.resumed_from > 0)
+            raise
         except BaseException:
             sink.writer.abort(keep_partial=True)
             raise
