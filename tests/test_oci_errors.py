@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from registry.errors import IncompleteModel, IntegrityError, UsageError
+from registry.hashing import sha256_file
 from registry.oci import modelpack
 from registry.services.oci_pull import pull_oci
 from registry.services.oci_push import push_model
@@ -46,11 +47,17 @@ def _layer(manifest: dict, path: str) -> dict:
     return next(l for l in manifest["layers"] if l["annotations"]["org.cncf.model.filepath"] == path)
 
 
-def _cli_refuses(cli, reg, reference: str, code: int, words: str) -> dict:
-    """The CLI pulls into ``reg`` (the test environment's registry): it must stay exactly as it was."""
+def _cli_refuses(cli, reg, reference: str, code: int, words: str, *, store_unchanged: bool = True) -> dict:
+    """The CLI pulls into ``reg``: its catalog must stay exactly as it was, and its store too unless layers were
+    already arriving (those are whole blobs, each proven to hash to its name, which a rerun reuses)."""
     before = (catalog_counts(reg), sorted(s for s, _ in reg.store.iter_blobs()), reg.store.stray_files())
     r = cli("pull", reference, "--insecure", "--json")
-    assert (catalog_counts(reg), sorted(s for s, _ in reg.store.iter_blobs()), reg.store.stray_files()) == before
+    after = (catalog_counts(reg), sorted(s for s, _ in reg.store.iter_blobs()), reg.store.stray_files())
+    assert after[0] == before[0] and after[2] == before[2]
+    if store_unchanged:
+        assert after[1] == before[1]
+    for sha, path in reg.store.iter_blobs():
+        assert sha256_file(path) == sha
     assert r.exit_code == code, (r.stdout, r.stderr)
     err = r.json()
     assert words in err["message"], err["message"]
@@ -119,7 +126,7 @@ def _republish_with_config(oci, manifest: dict, tag: str) -> None:
 def test_a_missing_layer(tcli, target, pushed, oci, tmp_path):
     weights = _layer(raw_manifest(oci, REPO, "v1"), "adapter_model.safetensors")["digest"]
     assert httpx.delete(f"{oci.url}/v2/{REPO}/blobs/{weights}").status_code == 202  # the registry's own API
-    err = _cli_refuses(tcli, target, oci.ref(REPO), 4, "missing from the registry (404)")
+    err = _cli_refuses(tcli, target, oci.ref(REPO), 4, "missing from the registry (404)", store_unchanged=False)
     assert err["details"]["missing"] == ["adapter: acme/adapter/adapter_model.safetensors"]
     assert catalog_counts(target)["models"] == 0
 
