@@ -87,8 +87,8 @@ def _config(root: Path, port: int, auth: dict | None) -> str:
     if auth and "htpasswd" in auth:
         lines += ["auth:", "  htpasswd:", "    realm: test-realm", f"    path: {auth['htpasswd']}"]
     elif auth and "token" in auth:
-        lines += ["auth:", "  token:", f"    realm: {auth['token']}", f"    service: {SERVICE}", f"    issuer: {ISSUER}",
-                  f"    rootcertbundle: {auth['cert']}"]
+        lines += ["auth:", "  token:", f"    realm: {auth['token']}", f"    service: {SERVICE}",
+                  f"    issuer: {ISSUER}", f"    rootcertbundle: {auth['cert']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -389,7 +389,8 @@ def _validators():
     manifest_schema = json.loads((DATA / "oci-image-spec" / "image-manifest-schema.json").read_text())
     config_schema = json.loads((DATA / "modelpack" / "config-schema.json").read_text())
     return (jsonschema.Draft4Validator(manifest_schema, registry=registry),
-            jsonschema.Draft202012Validator(config_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER))
+            jsonschema.Draft202012Validator(config_schema,
+                                            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER))
 
 
 def validate_modelpack(manifest: dict, config: dict) -> None:

@@ -75,4 +75,5 @@ def pull_oci_cmd(reference: str, *, insecure: bool, retries: int, backoff: float
     finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
                   detail=(f"{result.reference}; {result.files} files, {human_size(result.bytes)}; downloaded "
                           f"{result.downloaded_files} ({human_size(result.downloaded_bytes)}), {result.reused_files} "
-                          f"already in the store" + (f", {result.resumed_files} resumed" if result.resumed_files else "")))
+                          "already in the store"
+                          + (f", {result.resumed_files} resumed" if result.resumed_files else "")))

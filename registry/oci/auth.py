@@ -170,8 +170,9 @@ class Authenticator:
             raise UpstreamError(f"token realm {realm} of {self._registry} is unreachable: {exc}",
                                 details={"realm": realm}) from exc
         if response.status_code in (401, 403):
-            raise AuthError(f"the token service {realm} refused {'the credentials of ' + repr(self._credentials.username) if self._credentials else 'an anonymous request'} "
-                            f"(HTTP {response.status_code}); {HOW_TO_LOG_IN}", details={"realm": realm})
+            who = f"the credentials of {self._credentials.username!r}" if self._credentials else "an anonymous request"
+            raise AuthError(f"the token service {realm} refused {who} (HTTP {response.status_code}); {HOW_TO_LOG_IN}",
+                            details={"realm": realm})
         token: Any = None
         if response.status_code == 200:
             try:

@@ -191,7 +191,8 @@ class RegistryClient:
                 raise RepoNotFound(f"no repository {self.host}/{repository} ({code})",
                                    details={"registry": self.base, "repository": repository})
             raise RevisionNotFound(f"{self.host}/{where} does not exist" + (f" ({code})" if code else "")
-                                   + "; check the tag or digest", details={"registry": self.base, "reference": reference})
+                                   + "; check the tag or digest",
+                                   details={"registry": self.base, "reference": reference})
         if r.status_code != 200:
             raise self._fail(r, f"GET manifest {where}", scope)
         body = bytes(got)

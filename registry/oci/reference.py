@@ -90,7 +90,8 @@ def parse_reference(text: str) -> OciReference:
     if ":" in last:
         path, _, tag = path.rpartition(":")
         if not TAG_RE.match(tag):
-            raise _bad(text, f"tag {tag!r} is not valid (letters, digits, _ . -; at most 128; not starting with . or -)")
+            raise _bad(text, f"tag {tag!r} is not valid (letters, digits, _ . -; at most 128; not starting with "
+                             ". or -)")
     components = path.split("/")
     for component in components:
         if not _PATH_COMPONENT_RE.match(component):

@@ -17,8 +17,7 @@ import hashlib
 import json
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from sqlalchemy import select
 from registry.catalog.models import Blob, Model
 from registry.errors import IncompleteModel, IntegrityError, StorageError, UsageError
 from registry.fetch.progress import NullProgress, Progress
-from registry.formats import PICKLE_SUFFIXES, check_files
+from registry.formats import check_files
 from registry.hashing import blake3_file, lfs_pointer_oid
 from registry.manifest.resolve import ResolvedManifest
 from registry.oci.auth import Credentials
@@ -38,6 +37,7 @@ from registry.oci.reference import OciReference, parse_reference
 from registry.services.add import ComponentSummary
 from registry.services.bundle import add_smoke_runs, check_model_record
 from registry.services.context import Registry
+from registry.services.parallel import Stopped, Tally, run_all
 from registry.services.record import RepoSource, record_model
 from registry.store.blobs import BlobStore, BlobWriter
 
@@ -93,10 +93,6 @@ class _MemorySink:
         self.data.clear()
 
 
-class _Stopped(Exception):
-    """Another layer of the same pull failed: stop this one (its partial is kept)."""
-
-
 class _StoreSink:
     def __init__(self, store: BlobStore, sha256: str, size: int, git_sha1: str | None, stop: threading.Event,
                  *, resume: bool = True) -> None:
@@ -114,7 +110,7 @@ class _StoreSink:
 
     def write(self, chunk: bytes) -> None:
         if self._stop.is_set():
-            raise _Stopped()
+            raise Stopped()
         self.writer.write(chunk)
 
     def restart(self) -> None:
@@ -148,7 +144,8 @@ class _Artifact:
     resolved: ResolvedManifest | None
 
 
-def _read_artifact(client: RegistryClient, ref: OciReference, reference: str, expect: tuple[str, str] | None) -> _Artifact:
+def _read_artifact(client: RegistryClient, ref: OciReference, reference: str,
+                   expect: tuple[str, str] | None) -> _Artifact:
     body, content_type = client.get_manifest(ref.repository, reference)
     where = f"{ref.host}/{ref.repository}" + (f"@{reference}" if reference.startswith("sha256:") else f":{reference}")
     parsed = parse_manifest(body, content_type, where)
@@ -249,26 +246,12 @@ def _needs(by_key: dict[tuple[str, str], _Artifact]) -> dict[str, _Need]:
     return needs
 
 
-@dataclass
-class _Stats:
-    downloaded_files: int = 0
-    downloaded_bytes: int = 0
-    reused_files: int = 0
-    resumed_files: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, **counts: int) -> None:
-        with self.lock:
-            for k, v in counts.items():
-                setattr(self, k, getattr(self, k) + v)
-
-
 class _Fetcher:
     def __init__(self, reg: Registry, client: RegistryClient, repository: str, where: str, progress: Progress,
                  workers: int) -> None:
         self.reg, self.client, self.repository, self.where = reg, client, repository, where
         self.progress, self.workers = progress, workers
-        self.stats = _Stats()
+        self.stats = Tally()
         self.stop = threading.Event()
 
     def _check_stored(self, need: _Need) -> None:
@@ -289,7 +272,7 @@ class _Fetcher:
 
     def fetch(self, need: _Need) -> None:
         if self.stop.is_set():
-            raise _Stopped()
+            raise Stopped()
         if self.reg.store.has(need.sha256):
             self._check_stored(need)
             self.stats.add(reused_files=1)
@@ -330,7 +313,7 @@ class _Fetcher:
             raise IntegrityError(f"{self.where}: {need.label}: the bytes served do not match the layer's digest "
                                  f"({exc.message}); the registry or a proxy serves corrupt data (nothing was recorded)",
                                  details={"path": need.label, "sha256": need.sha256}) from exc
-        except _Stopped:
+        except Stopped:
             # another layer failed: keep only what an earlier run had left (a resume point), not a fresh stub
             sink.writer.abort(keep_partial=sink.resumed_from > 0)
             raise
@@ -345,21 +328,10 @@ class _Fetcher:
         self.stats.add(downloaded_files=1, downloaded_bytes=received, resumed_files=1 if sink.resumed_from else 0)
 
     def fetch_all(self, needs: dict[str, _Need]) -> None:
-        todo = sorted(needs.values(), key=lambda n: -n.size)
+        todo = sorted(needs.values(), key=lambda n: -n.size)  # large first: small ones fill the gaps
         self.progress.begin(sum(n.size for n in todo if not self.reg.store.has(n.sha256)), len(todo))
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="oci-pull") as pool:
-                futures = [pool.submit(self.fetch, n) for n in todo]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                if any(fu.exception() is not None for fu in done):
-                    self.stop.set()
-                    for fu in futures:
-                        fu.cancel()
-                    wait(futures)
-                    errors = [fu.exception() for fu in futures if fu.done() and not fu.cancelled()
-                              and fu.exception() is not None and not isinstance(fu.exception(), _Stopped)]
-                    errors.sort(key=lambda e: not isinstance(e, IntegrityError))
-                    raise errors[0]  # type: ignore[misc]
+            run_all([lambda n=n: self.fetch(n) for n in todo], self.workers, self.stop, "oci-pull")
         finally:
             self.progress.end()
 
@@ -411,7 +383,8 @@ def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any]) -> s
                             state, reason = e.state, e.state_reason
                     sources = {s["repo"]: RepoSource(s["repo"], s["commit"], s["source"], tuple(s["refs"]))
                                for s in m["sources"]}
-                    derived = [(l["relation"], RepoSource(l["repo"], l["commit"], l.get("source") or event["reference"]))
+                    derived = [(l["relation"], RepoSource(l["repo"], l["commit"],
+                                                          l.get("source") or event["reference"]))
                                for l in m["lineage"] if l["relation"] != "base"]
                     model = record_model(session, resolved, sources, state=state, reason=reason, derived_from=derived)
                     model.family = m["family"]
@@ -428,7 +401,8 @@ def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any]) -> s
 
 
 def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None = None, insecure: bool = False,
-             workers: int = 8, progress: Progress | None = None, retries: int = 5, backoff: float = 1.0) -> OciPullResult:
+             workers: int = 8, progress: Progress | None = None, retries: int = 5,
+             backoff: float = 1.0) -> OciPullResult:
     ref = parse_reference(reference)
     if workers < 1 or retries < 0 or backoff < 0:
         raise UsageError("workers must be at least 1; --retries and --backoff must not be negative")
@@ -454,8 +428,8 @@ def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None =
     pinned = ref.with_digest(top.parsed.digest)
     state = _record(reg, ordered, {
         "reference": str(pinned), "host": ref.host, "repository": ref.repository, "tag": ref.tag,
-        "digest": top.parsed.digest, "blobs": sorted(needs), "downloaded_files": fetcher.stats.downloaded_files,
-        "downloaded_bytes": fetcher.stats.downloaded_bytes})
+        "digest": top.parsed.digest, "blobs": sorted(needs), "downloaded_files": fetcher.stats["downloaded_files"],
+        "downloaded_bytes": fetcher.stats["downloaded_bytes"]})
     resolved = top.resolved
     files = [f for c in resolved.components for f in c.files]
     st = fetcher.stats
@@ -463,8 +437,9 @@ def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None =
         name=resolved.name, revision=str(ref), commit=top.commit, state=state, family=top.record["family"],
         inferred=resolved.inferred, manifest_source=resolved.source, root_digest=resolved.root_digest,
         reference=str(pinned), digest=top.parsed.digest, models=tuple(a.repo for a in ordered), files=len(files),
-        bytes=sum(f.size for f in files), downloaded_files=st.downloaded_files, downloaded_bytes=st.downloaded_bytes,
-        reused_files=st.reused_files, resumed_files=st.resumed_files,
+        bytes=sum(f.size for f in files), downloaded_files=st["downloaded_files"],
+        downloaded_bytes=st["downloaded_bytes"],
+        reused_files=st["reused_files"], resumed_files=st["resumed_files"],
         components=tuple(ComponentSummary(c.role, c.repo, c.commit, len(c.files), sum(f.size for f in c.files),
                                           c.pinned) for c in resolved.components),
         pickles=tuple(sorted(set(pickles))),

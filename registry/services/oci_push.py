@@ -15,7 +15,6 @@ import datetime as dt
 import re
 import threading
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +28,10 @@ from registry.hashing import CHUNK
 from registry.oci.auth import Credentials
 from registry.oci.client import RegistryClient
 from registry.oci.modelpack import BuiltArtifact, Dependency, FileLayer, build_artifact, media_type_for
-from registry.oci.reference import DEFAULT_TAG, OciReference, parse_reference
+from registry.oci.reference import DEFAULT_TAG, parse_reference
 from registry.services.bundle import STATES, model_record
 from registry.services.context import Registry
+from registry.services.parallel import Stopped, Tally, run_all
 
 MAX_CLOSURE = 10  # models an artifact may stand on, transitively (KitOps allows a chain of 10 as well)
 OCI_EVENTS = ("oci.push", "oci.pull")
@@ -175,30 +175,12 @@ def _mount_sources(reg: Registry, host: str, repository: str) -> dict[str, list[
     return sources
 
 
-@dataclass
-class _Counts:
-    present: int = 0
-    mounted: int = 0
-    uploaded: int = 0
-    uploaded_bytes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, what: str, n: int = 0) -> None:
-        with self.lock:
-            setattr(self, what, getattr(self, what) + 1)
-            self.uploaded_bytes += n
-
-
-class _Stopped(Exception):
-    """Another blob of the same push failed."""
-
-
 class _Sender:
     def __init__(self, reg: Registry, client: RegistryClient, repository: str, progress: Progress, workers: int,
                  mounts: dict[str, list[str]]) -> None:
         self.reg, self.client, self.repository, self.progress, self.workers = reg, client, repository, progress, workers
         self.mounts = mounts
-        self.counts = _Counts()
+        self.counts = Tally()
         self.stop = threading.Event()
         self.sent: set[str] = set()  # digests known to be in the target repository
 
@@ -210,26 +192,26 @@ class _Sender:
         with self.reg.store.open(digest[7:]) as f:
             while chunk := f.read(CHUNK):
                 if self.stop.is_set():
-                    raise _Stopped()
+                    raise Stopped()
                 yield chunk
                 self.progress.advance(digest, len(chunk))
 
     def send_blob(self, digest: str, size: int, data: bytes | None) -> None:
         if self.stop.is_set():
-            raise _Stopped()
+            raise Stopped()
         if self.client.has_blob(self.repository, digest):
-            self.counts.add("present")
+            self.counts.add(present=1)
             return
         for source in self.mounts.get(digest[7:], ()):
             if self.client.mount_blob(self.repository, digest, source):
-                self.counts.add("mounted")
+                self.counts.add(mounted=1)
                 return
         self.progress.file_begin(digest, digest[7:19], size, 0)
         try:
             self.client.upload_blob(self.repository, digest, size, lambda: self._chunks(digest, data))
         finally:
             self.progress.file_end(digest)
-        self.counts.add("uploaded", size)
+        self.counts.add(uploaded=1, uploaded_bytes=size)
 
     def send(self, artifact: BuiltArtifact) -> None:
         blobs: dict[str, tuple[int, bytes | None]] = {d: (len(b), b) for d, b in artifact.inline_blobs().items()}
@@ -238,17 +220,7 @@ class _Sender:
         todo = sorted(((d, s, b) for d, (s, b) in blobs.items() if d not in self.sent), key=lambda t: -t[1])
         self.progress.begin(sum(s for _, s, _ in todo), len(todo))
         try:
-            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="push") as pool:
-                futures = [pool.submit(self.send_blob, d, s, b) for d, s, b in todo]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                if any(fu.exception() is not None for fu in done):
-                    self.stop.set()
-                    for fu in futures:
-                        fu.cancel()
-                    wait(futures)
-                    errors = [fu.exception() for fu in futures if fu.done() and not fu.cancelled()
-                              and fu.exception() is not None and not isinstance(fu.exception(), _Stopped)]
-                    raise errors[0]  # type: ignore[misc]
+            run_all([lambda t=t: self.send_blob(*t) for t in todo], self.workers, self.stop, "oci-push")
         finally:
             self.progress.end()
         self.sent.update(d for d, _, _ in todo)
@@ -283,17 +255,18 @@ def push_model(reg: Registry, spec: str, target: str, *, credentials: Credential
             pushed.append(PushedArtifact(artifact.repo, artifact.commit, own_tag, artifact.digest, len(artifact.files),
                                          sum(f.size for f in artifact.files), unchanged))
     counts = sender.counts
+    uploaded, uploaded_bytes, mounted = counts["uploaded"], counts["uploaded_bytes"], counts["mounted"]
     top = artifacts[-1]
     all_blobs = sorted({f.sha256 for a in artifacts for f in a.files}
                        | {d[7:] for a in artifacts for d in a.inline_blobs()})
     result = PushResult(
         name=top_key[0], commit=top_key[1], reference=str(ref.with_digest(top.digest)), tag=tag, digest=top.digest,
-        artifacts=tuple(pushed), blobs=len(all_blobs), present_blobs=counts.present, mounted_blobs=counts.mounted,
-        uploaded_blobs=counts.uploaded, uploaded_bytes=counts.uploaded_bytes, unchanged=all(p.unchanged for p in pushed))
+        artifacts=tuple(pushed), blobs=len(all_blobs), present_blobs=counts["present"], mounted_blobs=mounted,
+        uploaded_blobs=uploaded, uploaded_bytes=uploaded_bytes, unchanged=all(p.unchanged for p in pushed))
     with reg.catalog.session() as session:
         reg.log(session, "oci.push", result.name, commit=result.commit, host=ref.host, repository=ref.repository,
                 tag=tag, digest=top.digest, artifacts=[{"repo": p.repo, "commit": p.commit, "tag": p.tag,
                                                         "digest": p.digest} for p in pushed],
-                uploaded_blobs=counts.uploaded, uploaded_bytes=counts.uploaded_bytes, mounted_blobs=counts.mounted,
+                uploaded_blobs=uploaded, uploaded_bytes=uploaded_bytes, mounted_blobs=mounted,
                 blobs=all_blobs)
     return result
