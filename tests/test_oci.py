@@ -178,3 +178,21 @@ def test_quarantined_models_and_missing_blobs_are_not_pushed(source, oci):
         pull_oci(source, oci.ref("models/base"), insecure=True)
     with pytest.raises(UsageError, match="digest"):
         push_model(source, "acme/adapter", f"oci://{oci.host}/m@sha256:{'0' * 64}", insecure=True)
+
+
+@pytest.mark.ml
+def test_real_minilm_registered_here_pushed_pulled_and_registered_there(cli, minilm_dir, oci, tmp_path, monkeypatch):
+    """The real all-MiniLM-L6-v2 through the real registry: the pull ends registered by its own smoke run, whose
+    fingerprint equals the one the record carried from the source."""
+    minilm = "sentence-transformers/all-MiniLM-L6-v2"
+    monkeypatch.setenv("REGISTRY_SMOKE", "1")
+    r = cli("add", minilm_dir, "--name", minilm, "--device", "cpu", "--json")
+    assert r.exit_code == 0 and r.json()["state"] == "registered", r.stderr
+    assert cli("push", minilm, oci.ref("models/minilm"), "--insecure").exit_code == 0
+    monkeypatch.setenv("REGISTRY_HOME", str(tmp_path / "there"))
+    monkeypatch.setenv("REGISTRY_DATABASE_URL", f"sqlite:///{tmp_path / 'there' / 'catalog.db'}")
+    r = cli("pull", oci.ref("models/minilm"), "--insecure", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["state"] == "registered" and r.json()["registration"]["smoke"]["passed"] is True
+    runs = cli("show", minilm, "--json").json()["smoke_runs"]
+    assert len(runs) == 2 and runs[0]["fingerprint"] == runs[1]["fingerprint"]  # the source's run, and ours
