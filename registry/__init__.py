@@ -13,7 +13,6 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
 
 # public name -> "module:attribute" (resolved lazily)
 _API = {
@@ -30,6 +29,10 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from registry.config import package_version
+
+        return package_version()
     target = _API.get(name)
     if target is None:
         raise AttributeError(f"module 'registry' has no attribute {name!r}")

@@ -11,7 +11,8 @@ turns exceptions into exit codes. Messages say what was wrong and what to do abo
     │   ├── ModelNotFound
     │   ├── RepoNotFound
     │   ├── RevisionNotFound
-    │   └── EntryNotFound
+    │   ├── EntryNotFound
+    │   └── CatalogNotFound                the Postgres database in REGISTRY_DATABASE_URL does not exist
     ├── IncompleteModel                exit 4  a required role/file is missing; lists each one
     ├── IntegrityError                 exit 5  bytes that do not match their published digest or size
     │   └── FormatError                        safetensors/index/pickle problems
@@ -81,6 +82,12 @@ class RevisionNotFound(NotFound):
 
 class EntryNotFound(NotFound):
     kind = "entry-not-found"
+
+
+class CatalogNotFound(NotFound):
+    """The catalog database named by REGISTRY_DATABASE_URL does not exist."""
+
+    kind = "catalog-not-found"
 
 
 class IncompleteModel(RegistryError):

@@ -9,16 +9,28 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 
 from registry.config import Settings
+from registry.errors import RegistryError
+
+
+def _flag_display_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """typer 0.29 labels every flag ``<bool>`` in --help; a flag takes no value, so show none."""
+    if self.is_flag:
+        return None
+    return _option_display_type(self, ctx)
+
+
+_option_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_display_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="registry",
     help="A model artifact registry: complete, verified models, pulled, loaded, served and audited.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -26,6 +38,12 @@ db_app = typer.Typer(help="Catalog schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with stable keys on stdout.")]
+
+
+def exit_reported(error: type[RegistryError]) -> NoReturn:
+    """End a command whose report (table or JSON) is already printed, with the exit code of ``error``:
+    main() then prints nothing more, so ``--json`` output stays one document."""
+    raise typer.Exit(error.exit_code)
 
 
 def open_registry(**overrides: Any):  # -> Registry (imported lazily: keeps `--help` fast)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, open_registry, table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size, open_registry, table,
 )
 from registry.errors import VerificationFailed
 
@@ -117,4 +117,4 @@ def verify_cmd(
         if report.ok:
             echo("clean")
     if not report.ok:
-        raise VerificationFailed(f"{len(report.problems)} problem(s) found", details={"reported": True})
+        exit_reported(VerificationFailed)
