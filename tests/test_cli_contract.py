@@ -76,8 +76,8 @@ def test_version_and_debug_are_real_options(registry_env):
 
 
 def test_version_imports_no_catalog_machinery():
-    code = ("import sys; from registry.cli.app import main; rc = main(['--version']); "
-            "heavy = [m for m in ('sqlalchemy', 'alembic', 'torch', 'huggingface_hub') if m in sys.modules]; "
+    code = ("import sys; from registry.cli.entry import main; rc = main(['--version']); "
+            "heavy = [m for m in ('typer', 'sqlalchemy', 'alembic', 'torch', 'huggingface_hub') if m in sys.modules]; "
             "print(heavy, file=sys.stderr); sys.exit(rc or (3 if heavy else 0))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
