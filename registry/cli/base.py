@@ -94,8 +94,11 @@ def echo(text: str = "") -> None:
 
 
 def note(text: str) -> None:
-    """Progress and notes go to stderr so stdout stays parseable."""
-    typer.echo(text, err=True)
+    """Progress and notes go to stderr so stdout stays parseable; --quiet drops them (errors still print)."""
+    from registry.cli.progress import is_quiet
+
+    if not is_quiet():
+        typer.echo(text, err=True)
 
 
 NoSmokeOpt = Annotated[bool, typer.Option(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,16 +11,8 @@ import typer
 from registry.cli.base import (
     DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size, open_registry, table,
 )
+from registry.cli.progress import progress_bars
 from registry.errors import VerificationFailed
-
-
-def _progress():
-    """tqdm bars on stderr when it is a terminal; nothing in pipes, logs and tests."""
-    if not sys.stderr.isatty():
-        return None
-    from registry.fetch.progress import TqdmProgress
-
-    return TqdmProgress(sys.stderr)
 
 
 @app.command("add")
@@ -38,7 +29,7 @@ def add_cmd(
     from registry.services.add import add_folder
 
     reg = open_registry()
-    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
+    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=progress_bars())
     finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
                   detail=f"{result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
 
@@ -99,7 +90,7 @@ def verify_cmd(
     """Check that every file of the catalog is in the store with its recorded bytes. Exit 1 on any problem."""
     from registry.services.verify import verify
 
-    report = verify(open_registry(), names or [], deep=deep, progress=_progress())
+    report = verify(open_registry(), names or [], deep=deep, progress=progress_bars())
     if json_out:
         emit_json({"ok": report.ok, **dataclasses.asdict(report)})
     else:
