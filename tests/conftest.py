@@ -127,8 +127,13 @@ def cli(registry_env):
 
     def run(*args: str) -> CliResult:
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(a) for a in args])
+        saved = dict(os.environ)  # main() sets process-wide switches (HF_HUB_DISABLE_PROGRESS_BARS): undo them
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main([str(a) for a in args])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return run

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ db_app = typer.Typer(help="Catalog schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with stable keys on stdout.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Whole digests and commits, and no column shortened to fit 100 columns.")]
 
 
 def exit_reported(error: type[RegistryError]) -> NoReturn:
@@ -46,10 +48,10 @@ def exit_reported(error: type[RegistryError]) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
-def open_registry(**overrides: Any):  # -> Registry (imported lazily: keeps `--help` fast)
+def open_registry():  # -> Registry (imported lazily: keeps `--help` fast)
     from registry.services.context import Registry
 
-    return Registry.open(Settings.from_env(**overrides))
+    return Registry.open(Settings.from_env())
 
 
 def jsonable(value: Any) -> Any:
@@ -81,11 +83,35 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 model", "2 models": counts read as English."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+_NUMERIC = re.compile(r"^-?[\d,]+(\.\d+)?( [kMGT]?B| ms| s)?$")
+TABLE_WIDTH = 100
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, wide: bool = False) -> str:
+    """A plain-text table: numbers and sizes right-aligned, and (unless ``wide``) at most TABLE_WIDTH columns,
+    the widest text column shortened with an ellipsis."""
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    columns = range(len(headers))
+    numeric = [bool(cells) and all(_NUMERIC.match(r[i]) for r in cells if r[i]) for i in columns]
+    widths = [max([len(str(headers[i]))] + [len(r[i]) for r in cells]) for i in columns]
+    while not wide and sum(widths) + 2 * (len(widths) - 1) > TABLE_WIDTH:
+        i = max((i for i in columns if not numeric[i]), key=lambda i: widths[i], default=None)
+        if i is None or widths[i] <= max(12, len(str(headers[i]))):
+            break
+        widths[i] -= 1
+
+    def fit(text: str, i: int) -> str:
+        text = text if len(text) <= widths[i] else text[: widths[i] - 1] + "…"
+        return text.rjust(widths[i]) if numeric[i] else text.ljust(widths[i])
+
+    lines = ["  ".join(fit(str(h), i) for i, h in enumerate(headers)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(fit(c, i) for i, c in enumerate(r)).rstrip() for r in cells]
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size, open_registry, table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, WideOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size,
+    open_registry, plural, table,
 )
 from registry.cli.progress import progress_bars
 from registry.errors import VerificationFailed
@@ -31,11 +32,11 @@ def add_cmd(
     reg = open_registry()
     result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=progress_bars())
     finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
-                  detail=f"{result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
+                  detail=f"{plural(result.files, 'file')}, {human_size(result.bytes)}, {plural(result.new_blobs, 'new blob')}")
 
 
 @app.command("list")
-def list_cmd(json_out: JsonOpt = False) -> None:
+def list_cmd(wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     """List the models in the catalog."""
     from registry.services.listing import list_models
 
@@ -47,11 +48,13 @@ def list_cmd(json_out: JsonOpt = False) -> None:
         echo("no models yet: `registry pull ORG/NAME` or `registry add PATH --name ORG/NAME`")
         return
     echo(table(["name", "commit", "refs", "family", "state", "files", "size"],
-               [(m.name, m.commit[:12], ",".join(m.refs), m.family, m.state, m.files, human_size(m.bytes)) for m in models]))
+               [(m.name, m.commit if wide else m.commit[:12], ",".join(m.refs), m.family, m.state, m.files,
+                 human_size(m.bytes)) for m in models], wide=wide))
 
 
 @app.command("show")
-def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")], json_out: JsonOpt = False) -> None:
+def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")], wide: WideOpt = False,
+             json_out: JsonOpt = False) -> None:
     """Show a model: components by role, files, sizes, digests, state, lineage, smoke runs."""
     from registry.services.listing import show_model
 
@@ -62,13 +65,15 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
     s = d.summary
     echo(f"{s.name}@{s.commit}  refs: {', '.join(s.refs) or '-'}")
     echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
-    echo(f"family: {s.family}; manifest: {d.manifest_source}{' (inferred)' if s.inferred else ''}")
-    echo(f"root digest: {s.root_digest}; {s.files} files, {human_size(s.bytes)}")
+    source = d.manifest_source or "-"
+    echo(f"family: {s.family}; manifest: {source}{' (inferred)' if s.inferred and source != 'inferred' else ''}")
+    echo(f"root digest: {s.root_digest}; {plural(s.files, 'file')}, {human_size(s.bytes)}")
+    cut = None if wide else 16
     for c in d.components:
         echo(f"\n[{c.role}] {c.repo}@{c.commit[:12]}{'' if c.required else ' (optional)'}"
              f"{' pinned' if c.pinned else ' unpinned'}")
         echo(table(["path", "size", "sha256", "blake3"],
-                   [(f.path, f.size, f.sha256[:16], f.blake3[:16]) for f in c.files]))
+                   [(f.path, human_size(f.size), f.sha256[:cut], f.blake3[:cut]) for f in c.files], wide=wide))
     if d.lineage:
         echo("\nlineage:")
         for l in d.lineage:
@@ -78,7 +83,7 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
         echo("\nsmoke runs:")
         for r in d.smoke_runs:
             echo(f"  {r.created_at} {'pass' if r.passed else 'FAIL'} {r.device} {r.dtype} {r.wall_ms:.0f} ms "
-                 f"{(r.fingerprint or '')[:16]} {r.error or ''}")
+                 f"{(r.fingerprint or '')[:cut]} {r.error or ''}")
 
 
 @app.command("verify")
@@ -95,8 +100,8 @@ def verify_cmd(
         emit_json({"ok": report.ok, **dataclasses.asdict(report)})
     else:
         mode = "deep (blake3 of every blob)" if deep else "fast (stat cache)"
-        echo(f"verified {len(report.models_checked)} models, {report.files_checked} files, "
-             f"{human_size(report.bytes_checked)}: {mode}, {report.blobs_hashed} blobs hashed")
+        echo(f"verified {plural(len(report.models_checked), 'model')}, {plural(report.files_checked, 'file')}, "
+             f"{human_size(report.bytes_checked)}: {mode}, {plural(report.blobs_hashed, 'blob')} hashed")
         if report.problems:
             echo(table(["problem", "model", "repo", "path", "sha256", "reason"],
                        [(p.problem, p.model or "-", p.repo or "-", p.path or "-", p.sha256[:16], p.reason)
@@ -104,7 +109,7 @@ def verify_cmd(
         if report.quarantined:
             echo(f"quarantined: {', '.join(report.quarantined)}")
         if report.stray:
-            echo(f"{len(report.stray)} temp/partial files from interrupted writes (removed by `registry gc`)")
+            echo(f"{plural(len(report.stray), 'temp/partial file')} from interrupted writes (removed by `registry gc`)")
         if report.ok:
             echo("clean")
     if not report.ok:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, human_size, note, open_registry, table
+from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, human_size, note, open_registry, plural, table
 
 
 @app.command("serve")
@@ -49,7 +49,7 @@ def export_cmd(
     if json_out:
         emit_json(result)
         return
-    echo(f"wrote {result.path} ({result.format}): {len(result.models)} models, {result.blobs} blobs, "
+    echo(f"wrote {result.path} ({result.format}): {plural(len(result.models), 'model')}, {plural(result.blobs, 'blob')}, "
          f"{human_size(result.bytes)}")
     echo(table(["name", "commit", "state", "files", "size"],
                [(m.name, m.commit[:12], m.state, m.files, human_size(m.bytes)) for m in result.models]))
