@@ -114,3 +114,23 @@ def verify_cmd(
             echo("clean")
     if not report.ok:
         exit_reported(VerificationFailed)
+
+
+@app.command("rm")
+def rm_cmd(
+    name: Annotated[str, typer.Argument(help="NAME (every revision) or NAME@REVISION (one).")],
+    force: Annotated[bool, typer.Option("--force", help="Remove it even while deployed or the base of another model.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a model from the catalog; its blobs go at the next `registry gc`. Recorded in the event log."""
+    from registry.services.remove import remove_model
+
+    result = remove_model(open_registry(), name, force=force)
+    if json_out:
+        emit_json(result)
+        return
+    for r in result.removed:
+        extra = "".join([f"; its deployments {', '.join(r.deployments)} are no longer recorded" if r.deployments else "",
+                         f"; {', '.join(r.dependents)} keep their own components" if r.dependents else ""])
+        echo(f"removed {r.name}@{r.commit[:12]} ({r.state}){extra}")
+    echo(f"{plural(result.files_released, 'catalog file')} released: run `registry gc` to free their blobs")
