@@ -19,11 +19,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from registry.config import Settings  # noqa: E402
 from registry.loaders.runtime import import_torch, library_versions, vision_available  # noqa: E402
@@ -32,20 +32,11 @@ from registry.services.context import Registry  # noqa: E402
 from registry.services.load import load_model  # noqa: E402
 from registry.services.register import register_model  # noqa: E402
 
+from gpu_smoke import timed  # noqa: E402  (the same CUDA-synchronised timer)
+
 NAME = "acme/colqwen2-v0.1-tiny"
 BASE = "vidore/colqwen2-base"
 TEXTS = ("What is the revenue in 2023?", "Which figure shows the architecture?")
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    torch = import_torch()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    value = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return value, round((time.perf_counter() - start) * 1000, 1)
 
 
 def embed(model: Any, processor: Any, full: bool, image: Any, device: str) -> dict[str, Any]:
@@ -116,8 +107,8 @@ def run(device: str, dtype: str, work: Path, base_dir: Path, adapter_dir: Path) 
     return {"device": s.device, "dtype": dtype, "attention": attn, "full_processor_path": full,
             "state": registered.state, "checks": list(s.checks), "notes": list(s.notes),
             "output_shapes": s.output_shapes, "adapter_effect": s.adapter_effect,
-            "register_ms": register_ms, "register_load_ms": s.load_ms, "smoke_run_ms": s.wall_ms,
-            "load_ms": ours_ms, "peer_load_ms": peer_ms,
+            "register_ms": round(register_ms, 1), "register_load_ms": s.load_ms, "smoke_run_ms": s.wall_ms,
+            "load_ms": round(ours_ms, 1), "peer_load_ms": round(peer_ms, 1),
             "max_difference_vs_peft_from_pretrained": difference(ours_out, embed(reference, processor, full, image,
                                                                                  target)),
             "max_difference_vs_documented_loading": difference(ours_out, embed(doc, processor, full, image, target))}

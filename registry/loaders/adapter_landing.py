@@ -40,7 +40,7 @@ class Landing:
     saved: int                               # tensors in the adapter file
     landed: int                              # found in the model with their saved value
     renamed: int                             # whose name the library's key mapping changed
-    unmatched: tuple[tuple[str, str], ...]   # (saved name, name the library loads it under): no such tensor
+    unmatched: tuple[tuple[str, str], ...]   # (saved name, name after the library's mapping): no such tensor
     collided: tuple[str, ...]                # saved names that landed on a name another saved tensor took
     differing: tuple[str, ...]               # saved names whose model tensor holds another value
     untouched: tuple[str, ...]               # adapter parameters of the model that no saved tensor sets
@@ -123,22 +123,22 @@ def check_landing(model: Any, adapter_dir: Path, key_mapping: dict[str, str] | N
             for old, new in module.adapter_state_dict_load_map(ADAPTER_NAME).items():
                 if f"{module_name}.{old}" in names:
                     names[f"{module_name}.{new}"] = names.pop(f"{module_name}.{old}")
-    final: dict[str, tuple[str, Any]] = {}
-    for key, entry in names.items():
-        (new_key,) = insert_name({key: entry[1]}, adapter_name=ADAPTER_NAME, parameter_prefix=prefix)
+    final: dict[str, tuple[str, str, Any]] = {}  # state key -> (saved name, name before the adapter name, tensor)
+    for key, (source, tensor) in names.items():
+        (new_key,) = insert_name({key: tensor}, adapter_name=ADAPTER_NAME, parameter_prefix=prefix)
         if new_key.endswith(f"lora_magnitude_vector.{ADAPTER_NAME}"):  # DoRA's ParameterDict -> ModuleDict refactor
             new_key += ".weight"
-        final[new_key] = entry
+        final[new_key] = (source, key, tensor)
     state = model.state_dict()
     if not any(k.startswith(PREFIX) for k in state):
         final = {k.removeprefix(PREFIX): v for k, v in final.items()}
 
     unmatched: list[tuple[str, str]] = []
     differing: list[str] = []
-    for key, (source, tensor) in final.items():
+    for key, (source, mapped_name, tensor) in final.items():
         have = state.get(key)
         if have is None:
-            unmatched.append((source, key))
+            unmatched.append((source, mapped_name))
         elif have.shape != tensor.shape or not torch.equal(have, tensor.to(device=have.device, dtype=have.dtype)):
             differing.append(source)
     adapter_params = {n for n, _ in model.named_parameters() if f".{ADAPTER_NAME}." in n or n.endswith(f".{ADAPTER_NAME}")}
@@ -153,7 +153,7 @@ def refuse(landing: Landing, where: str, hint: str) -> None:
         return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
 
     if landing.unmatched:
-        shown = [saved if saved == name else f"{saved} (loaded as {name})" for saved, name in landing.unmatched]
+        shown = [saved if saved == name else f"{saved} (renamed to {name})" for saved, name in landing.unmatched]
         raise SmokeFailed(
             f"{where}: {len(landing.unmatched)} of {landing.saved} adapter tensors match no module of the base, e.g. "
             f"{some(tuple(shown))}{hint}; the library would drop them silently (saved under another transformers "
