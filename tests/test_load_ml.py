@@ -83,7 +83,7 @@ def test_adapter_is_applied_over_the_pinned_base(reg, cli, tmp_path, bert_models
     assert r.exit_code == 0, r.stderr
     smoke = r.json()["smoke"]
     assert smoke["adapter_effect"] > 0  # the adapted output differs from the base's
-    assert f"base acme/base@{base.commit} loaded with no missing or unexpected weights" in smoke["checks"]
+    assert f"base acme/base@{base.commit} loaded as BertModel with no missing or unexpected weights" in smoke["checks"]
     import registry
 
     model, _tok = registry.load("acme/adapter", registry=reg)
