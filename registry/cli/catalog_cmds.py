@@ -72,6 +72,13 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
     echo(f"{s.name}@{s.commit}  refs: {', '.join(s.refs) or '-'}")
     echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
     echo(f"family: {s.family}; manifest: {d.manifest_source}{' (inferred)' if s.inferred else ''}")
+    if d.family_rule:
+        echo(d.family_rule)
+    for disagreement in d.disagreements:
+        echo(f"note: {disagreement}")
+    if d.first_use:
+        echo(f"digests taken on first use from {d.first_use_source or 'the source'} (not pinned by a manifest): "
+             f"{len(d.first_use)} files")
     echo(f"root digest: {s.root_digest}; {s.files} files, {human_size(s.bytes)}")
     for c in d.components:
         echo(f"\n[{c.role}] {c.repo}@{c.commit[:12]}{'' if c.required else ' (optional)'}"
