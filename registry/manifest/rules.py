@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from registry.errors import ManifestError
+from registry.manifest.jsonread import expected_type
 from registry.manifest.schema import REPO_ID_RE
 
 ReadJson = Callable[[str], Any]
@@ -55,7 +56,16 @@ class RepoView:
         return frozenset(p for p in self.paths if "/" not in p)
 
     def json(self, path: str) -> Any:
-        return self.read_json(path) if path in self.paths else None
+        """The parsed file, None when absent; a top level of the wrong type is refused here too, whatever
+        reader was given (the strict one in jsonread already checks it)."""
+        if path not in self.paths:
+            return None
+        value = self.read_json(path)
+        wanted = expected_type(path)
+        if value is not None and not isinstance(value, wanted):
+            raise ManifestError(f"{self.repo_id}: {path}: the top level is a {type(value).__name__}, not a "
+                                f"{wanted.__name__}", details={"file": path, "key": None})
+        return value
 
 
 # (base repo id, revision or None) -> the base as a RepoView, or None where it cannot be seen (not in
