@@ -172,3 +172,17 @@ def test_files_win_over_a_curated_manifest_chosen_by_name(cli, reg, tmp_path, mo
     assert out["family"] == "bge-m3" and out["inferred"]
     assert "says family colqwen2, but the files say bge-m3" in out["disagreements"][0]
     assert "the files win" in r.stderr
+
+
+def test_an_explicit_manifest_settles_two_families(cli, reg, tmp_path):
+    """The refusal says to pass --manifest; with it the add goes through, and the note stays on record."""
+    folder = make_bert_like(tmp_path / "m")
+    write_json(folder / "config.json", {"architectures": ["ColQwen2"], "model_type": "qwen2_vl"})
+    (folder / "colbert_linear.pt").write_bytes(b"\0" * 64)
+    manifest = tmp_path / "two.toml"
+    manifest.write_text('name = "acme/two"\nfamily = "transformers"\n[[component]]\nrole = "weights"\n'
+                        'files = ["model.safetensors"]\n[[component]]\nrole = "config"\nfiles = ["config.json"]\n')
+    r = cli("add", folder, "--name", "acme/two", "--manifest", manifest, "--json")
+    assert r.exit_code == 0, r.stdout
+    assert r.json()["family"] == "transformers"
+    assert "markers of 2 families" in r.json()["disagreements"][0]

@@ -55,7 +55,13 @@ def _with_files_view(manifest: Manifest, rule: str, reason: str, name: str, path
                      read_json: ReadJson, *, override: bool, base_lookup: BaseLookup | None) -> Manifest:
     """Compare the manifest's family with the one the repo's own files show (no base is looked up:
     only a marker in the repo itself can contradict a manifest)."""
-    found = family_from_files(name, paths, read_json) if paths else None
+    try:
+        found = family_from_files(name, paths, read_json) if paths else None
+    except ManifestError as exc:
+        if override:
+            raise
+        # --manifest is how a user settles what the files cannot (two families' markers): keep it, say why
+        return dataclasses.replace(manifest, inference=Inference(rule, reason, (f"{exc.message}: --manifest is used as given",)))
     if found is None or found.family in GENERIC_FAMILIES or found.rule == "adapter" or found.family == manifest.family:
         agree = f" (the files agree: {found.reason})" if found is not None and found.family == manifest.family else ""
         return dataclasses.replace(manifest, inference=Inference(rule, reason + agree))
