@@ -123,7 +123,7 @@ def test_modules_json_means_the_module_folders():
     st = [c for c in m.components if c.note == "sentence-transformers modules"][0]
     assert [f.path for f in st.files] == ["1_Pooling/config.json", "2_Dense/config.json", "2_Dense/model.safetensors",
                                           "modules.json", "sentence_bert_config.json"]
-    with pytest.raises(ManifestError, match="modules.json is not a list"):
+    with pytest.raises(ManifestError, match="modules.json: the top level is a dict, not a list"):
         infer({"modules.json": {"0": "x"}, "config.json": {}})
 
 
