@@ -149,6 +149,8 @@ def register_after(reg: Any, name: str, commit: str, *, no_smoke: bool, device: 
 
 def finish_ingest(reg: Any, result: Any, *, no_smoke: bool, device: str, json_out: bool, detail: str) -> None:
     """The end of `add` and `pull`: registration, then the result as JSON or as a summary and a table."""
+    for disagreement in getattr(result, "disagreements", ()):
+        note(f"note: {disagreement}")
     registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
     state = registration["state"] or result.state
     if json_out:
@@ -156,6 +158,8 @@ def finish_ingest(reg: Any, result: Any, *, no_smoke: bool, device: str, json_ou
         return
     echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
          f"{' (inferred manifest)' if result.inferred else ''}")
+    if getattr(result, "family_rule", ""):
+        echo(result.family_rule)
     echo(f"root digest {result.root_digest}; {detail}")
     echo(table(["role", "repo", "commit", "files", "size", "pinned"],
                [(c.role, c.repo, c.commit[:12], c.files, human_size(c.bytes), "yes" if c.pinned else "no")

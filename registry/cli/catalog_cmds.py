@@ -67,6 +67,13 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
     echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
     source = d.manifest_source or "-"
     echo(f"family: {s.family}; manifest: {source}{' (inferred)' if s.inferred and source != 'inferred' else ''}")
+    if d.family_rule:
+        echo(d.family_rule)
+    for disagreement in d.disagreements:
+        echo(f"note: {disagreement}")
+    if d.first_use:
+        echo(f"digests taken on first use from {d.first_use_source or 'the source'} (not pinned by a manifest): "
+             f"{plural(len(d.first_use), 'file')}")
     echo(f"root digest: {s.root_digest}; {plural(s.files, 'file')}, {human_size(s.bytes)}")
     cut = None if wide else 16
     for c in d.components:

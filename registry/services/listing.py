@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from registry.catalog.models import Component, ComponentFile, File, Model, Ref, Revision
 from registry.catalog.queries import find_model
-from registry.manifest.resolve import LockedFile
+from registry.manifest.resolve import LockedFile, ResolvedManifest
 from registry.services.context import Registry
 
 
@@ -66,6 +66,10 @@ class ModelDetail:
     components: tuple[ComponentDetail, ...]
     lineage: tuple[LineageDetail, ...]
     smoke_runs: tuple[SmokeDetail, ...]
+    family_rule: str = ""  # "family bge-m3: colbert_linear.pt present" (the rule that chose the family)
+    disagreements: tuple[str, ...] = ()
+    first_use: tuple[str, ...] = ()  # files whose digests were taken on first use, not pinned by a manifest
+    first_use_source: str = ""
 
 
 def _iso(value: dt.datetime | None) -> str:
@@ -110,9 +114,13 @@ def list_models(reg: Registry) -> tuple[ModelSummary, ...]:
 def show_model(reg: Registry, spec: str) -> ModelDetail:
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
+        resolved = ResolvedManifest.from_dict(model.manifest)
         return ModelDetail(
             summary=summarize(model),
             manifest_source=model.manifest.get("source"),
+            family_rule=resolved.family_rule,
+            disagreements=tuple((resolved.inference or {}).get("disagreements", ())),
+            first_use=resolved.first_use, first_use_source=resolved.first_use_source,
             components=tuple(
                 ComponentDetail(
                     role=c.role, repo=c.revision.repo.repo_id, commit=c.revision.commit_sha, required=c.required,
