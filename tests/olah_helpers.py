@@ -27,7 +27,7 @@ def have_git_lfs() -> bool:
 
 
 def git_env(work: Path) -> dict[str, str]:
-    config = work / "gitconfig"
+    config = work.resolve() / "gitconfig"  # absolute: git runs in other folders
     if not config.exists():
         config.write_text("[user]\n\temail = tests@localhost\n\tname = tests\n[init]\n\tdefaultBranch = main\n")
     env = {**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
@@ -44,6 +44,7 @@ def _git(env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
 
 def mirror_repo(work: Path, mirrors: Path, repo_id: str, folder: Path) -> tuple[Path, str]:
     """Commit ``folder`` into a git-lfs repo and clone it to ``mirrors/models/<repo_id>``; (clone, commit)."""
+    work, mirrors = work.resolve(), mirrors.resolve()
     env = git_env(work)
     source = work / "sources" / repo_id
     shutil.copytree(folder, source)
@@ -71,8 +72,8 @@ class Olah:
     """``python -m olah.server`` on a free loopback port, offline, serving ``mirrors``."""
 
     def __init__(self, work: Path, mirrors: Path) -> None:
-        self.work = work
-        self.mirrors = mirrors
+        self.work = work.resolve()
+        self.mirrors = mirrors.resolve()
         self.port = free_port()
         self.log = work / "olah.log"
         self.proc: subprocess.Popen | None = None
