@@ -68,6 +68,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def write_config(work: Path, mirrors: Path, port: int) -> Path:
+    """Olah's TOML config: offline, on 127.0.0.1:``port``, serving the clones under ``mirrors``."""
+    conf = work / "olah.toml"
+    conf.write_text(f"""[basic]
+host = "127.0.0.1"
+port = {port}
+mirror-netloc = "127.0.0.1:{port}"
+mirror-lfs-netloc = "127.0.0.1:{port}"
+repos-path = "{work / 'olah-repos'}"
+mirrors-path = ["{mirrors}"]
+[accessibility]
+offline = true
+""")
+    return conf
+
+
 class Olah:
     """``python -m olah.server`` on a free loopback port, offline, serving ``mirrors``."""
 
@@ -83,17 +99,7 @@ class Olah:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_repo: str, timeout: float = 60) -> "Olah":
-        conf = self.work / "olah.toml"
-        conf.write_text(f"""[basic]
-host = "127.0.0.1"
-port = {self.port}
-mirror-netloc = "127.0.0.1:{self.port}"
-mirror-lfs-netloc = "127.0.0.1:{self.port}"
-repos-path = "{self.work / 'olah-repos'}"
-mirrors-path = ["{self.mirrors}"]
-[accessibility]
-offline = true
-""")
+        conf = write_config(self.work, self.mirrors, self.port)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
         self.proc = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(conf)], cwd=self.work, env=env,
                                      stdout=self.log.open("w"), stderr=subprocess.STDOUT)
