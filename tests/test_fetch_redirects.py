@@ -16,7 +16,7 @@ pytestmark = pytest.mark.hubclient
 
 class _Hop(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    routes: dict[str, str] = {}  # path -> absolute Location; a path not listed answers 200 "ok"
+    routes: dict[str, str] = {}  # path -> Location ("": a 302 without one); a path not listed answers 200 "ok"
     seen: list[tuple[str, str, str | None]] = []  # (host, path, Authorization)
 
     def log_message(self, *args: object) -> None:
@@ -25,12 +25,12 @@ class _Hop(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.seen.append((self.server.server_address[0], self.path, self.headers.get("Authorization")))
         target = self.routes.get(self.path)
-        self.send_response(302 if target else 200)
+        self.send_response(200 if target is None else 302)
         if target:
             self.send_header("Location", target)
-        self.send_header("Content-Length", "0" if target else "2")
+        self.send_header("Content-Length", "2" if target is None else "0")
         self.end_headers()
-        if not target:
+        if target is None:
             self.wfile.write(b"ok")
 
 
@@ -82,3 +82,24 @@ def test_token_follows_a_redirect_within_the_origin(two_hosts):
 ])
 def test_origin(a, b, same):
     assert (origin(a) == origin(b)) is same
+
+
+def test_a_redirect_without_location_is_not_taken_for_the_file(two_hosts):
+    from registry.errors import UpstreamError
+    from registry.fetch.hub import HubClient, RemoteFile
+
+    home, _ = two_hosts
+    commit = "a" * 40
+    _Hop.routes = {f"/o/r/resolve/{commit}/f.json": ""}
+
+    class Sink:
+        offset = 0
+
+        def write(self, chunk: bytes) -> None:
+            raise AssertionError("a 302's body is not the file")
+
+        def restart(self) -> None:
+            pass
+
+    with pytest.raises(UpstreamError, match="HTTP 302"):
+        HubClient(home, retries=0).download("o/r", commit, RemoteFile("f.json", 2, "b" * 40), Sink())
