@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -22,9 +21,9 @@ def _credentials(reference: str) -> Any:
 
 
 def _progress() -> Any:
-    from registry.fetch.progress import NullProgress, TqdmProgress
+    from registry.cli.progress import progress_bars
 
-    return TqdmProgress() if sys.stderr.isatty() else NullProgress()
+    return progress_bars()
 
 
 @app.command("push")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,11 +38,11 @@ def pull_cmd(
         return
     if insecure:
         raise UsageError("--insecure applies to oci:// references only")
-    from registry.fetch.progress import NullProgress, TqdmProgress
+    from registry.cli.progress import progress_bars
     from registry.services.pull import pull
 
     reg = open_registry()
-    progress = TqdmProgress() if sys.stderr.isatty() else NullProgress()
+    progress = progress_bars()
     result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
                   progress=progress, retries=retries, backoff=backoff)
     if result.note:
