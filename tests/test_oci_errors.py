@@ -31,7 +31,7 @@ def _untouched(target, tmp_path: Path) -> None:
     assert catalog_counts(target) == {"models": 0, "revisions": 0, "blobs": 0, "files": 0}
     assert list(target.store.iter_blobs()) == [] and target.store.stray_files() == []
     assert {p.name for p in target.settings.home.iterdir()} <= {"catalog.db", "catalog.db-wal", "catalog.db-shm",
-                                                                 "blobs"}
+                                                                 "catalog.db.migrate.lock", "blobs"}
     assert not list(tmp_path.rglob("evil*"))
 
 
