@@ -22,6 +22,7 @@ turns exceptions into exit codes. Messages say what was wrong and what to do abo
     ├── StorageError                   exit 10 disk full, unwritable store
     ├── SmokeFailed                    exit 11 the smoke inference failed; the model is quarantined
     ├── MissingExtra                   exit 12 an optional dependency (torch, peft, ...) is not installed
+    │   └── BrokenExtra                        installed, but it (or a library it needs) cannot be imported here
     └── VerificationFailed             exit 1  `verify` found missing/changed/extra files (report attached)
 """
 
@@ -149,6 +150,14 @@ class MissingExtra(RegistryError):
             f"install it with: pip install torch==2.13.0 && pip install 'registry[{extra}]'",
             details={"module": module, "extra": extra},
         )
+
+
+class BrokenExtra(MissingExtra):
+    """An optional library is installed but cannot be used here: it fails to import, or a library it needs is
+    missing or of a version it does not work with. The environment's fault, never the model's: nothing is
+    quarantined. ``details``: library, version, module (what failed), and install (what to do)."""
+
+    kind = "broken-extra"
 
 
 class VerificationFailed(RegistryError):

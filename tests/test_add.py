@@ -149,14 +149,6 @@ def test_a_shard_the_index_does_not_name(refused, tmp_path, reg):
     assert "does not name these shards beside it: model-00003-of-00003.safetensors" in err["message"]
 
 
-def test_bin_beside_an_index(refused, tmp_path):
-    folder = make_bert_like(tmp_path / "m", shards=2)
-    (folder / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not really a pickle")
-    err = refused(folder, "--name", "acme/x", code=5)
-    assert "pytorch_model.bin sits beside model.safetensors.index.json" in err["message"]
-    assert "meta" in err["message"]
-
-
 def _pinned_manifest(tmp_path: Path, folder: Path, *, sha: str | None = None, size: int | None = None) -> Path:
     data = (folder / "model.safetensors").read_bytes()
     sha = sha or hashlib.sha256(data).hexdigest()

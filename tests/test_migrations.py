@@ -92,20 +92,29 @@ def test_catalog_stamped_at_an_unknown_revision_is_refused(engine, database_url)
 
 # ---- the CLI ------------------------------------------------------------------------------------
 
+def _head() -> str:
+    from registry.config import migrations_dir
+
+    heads = ScriptDirectory(str(migrations_dir())).get_heads()
+    assert len(heads) == 1
+    return heads[0]
+
+
 def test_db_commands_on_a_fresh_catalog(cli):
+    head = _head()
     r = cli("db", "current", "--json")
     assert r.exit_code == 0, r.stderr
-    assert r.json() == {"current": None, "head": "0001", "up_to_date": False}
+    assert r.json() == {"current": None, "head": head, "up_to_date": False}
     r = cli("db", "check", "--json")
     assert r.exit_code == 6 and r.json()["ok"] is False
     r = cli("db", "upgrade", "--json")
-    assert r.exit_code == 0 and r.json() == {"from": None, "to": "0001"}
+    assert r.exit_code == 0 and r.json() == {"from": None, "to": head}
     r = cli("db", "check", "--json")
-    assert r.exit_code == 0 and r.json() == {"current": "0001", "head": "0001", "ok": True, "drift": []}
+    assert r.exit_code == 0 and r.json() == {"current": head, "head": head, "ok": True, "drift": []}
     r = cli("db", "current")
-    assert r.exit_code == 0 and "current: 0001  head: 0001" in r.stdout
+    assert r.exit_code == 0 and f"current: {head}  head: {head}" in r.stdout
     r = cli("db", "upgrade")  # idempotent
-    assert r.exit_code == 0 and "0001 -> 0001" in r.stdout
+    assert r.exit_code == 0 and f"{head} -> {head}" in r.stdout
 
 
 def test_commands_refuse_an_out_of_date_catalog_until_upgraded(cli, database_url):
@@ -150,4 +159,44 @@ def test_db_check_in_a_fresh_process(cli, registry_env):
     proc = subprocess.run([sys.executable, "-m", "registry", "db", "check", "--json"], capture_output=True, text=True,
                           env={**os.environ, **registry_env}, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout) == {"current": "0001", "head": "0001", "ok": True, "drift": []}
+    assert json.loads(proc.stdout) == {"current": _head(), "head": _head(), "ok": True, "drift": []}
+
+
+# ---- 0002: the three model states ------------------------------------------------------------------
+
+def _model_row(conn, state: str) -> None:
+    conn.execute(text("INSERT INTO repos (repo_id, repo_type) VALUES ('acme/x', 'model')"))
+    conn.execute(text("INSERT INTO revisions (repo_id, commit_sha, source) VALUES (1, :c, 'local:/x')"), {"c": "a" * 40})
+    conn.execute(text("INSERT INTO models (name, revision_id, family, state, inferred, manifest, root_digest, "
+                      "updated_at) VALUES ('acme/x', 1, 'transformers', :s, false, '{}', :r, CURRENT_TIMESTAMP)"),
+                 {"s": state, "r": "b" * 64})
+    conn.execute(text("INSERT INTO components (model_id, position, role, revision_id, required, pinned) "
+                      "VALUES (1, 0, 'weights', 1, true, false)"))
+    conn.execute(text("INSERT INTO smoke_runs (model_id, passed, device, dtype, library_versions, wall_ms, "
+                      "output_shapes, stats) VALUES (1, true, 'cpu', 'float32', '{}', 1.0, '{}', '{}')"))
+
+
+@pytest.mark.parametrize("old_state", ["fetching", "incomplete", "verified"])
+def test_0002_keeps_every_row_and_allows_only_three_states(engine, old_state):
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _model_row(conn, old_state)
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        state, reason = conn.execute(text("SELECT state, state_reason FROM models")).one()
+        # re-creating the table on SQLite must not cascade into the rows that reference it
+        assert conn.execute(text("SELECT count(*) FROM components")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM smoke_runs")).scalar() == 1
+    if old_state == "verified":
+        assert (state, reason) == ("verified", None)
+    else:  # nothing wrote these states; a row someone did write is quarantined, not lost
+        assert state == "quarantined" and f"recorded as {old_state}" in reason and "migration 0002" in reason
+    for dropped in ("fetching", "incomplete"):
+        with pytest.raises(Exception, match="ck_models_state|CHECK constraint"):
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE models SET state = :s, state_reason = NULL"), {"s": dropped})
+    assert migrate.drift(engine) == []
+    migrate.downgrade(engine, "0001")
+    with engine.begin() as conn:  # down again: the wider constraint is back, the rows are still there
+        conn.execute(text("UPDATE models SET state = 'fetching', state_reason = NULL"))
+        assert conn.execute(text("SELECT count(*) FROM components")).scalar() == 1

@@ -11,7 +11,7 @@ from tests.add_helpers import wait_for_ctime_tick
 from tests.conftest import make_bert_like
 
 REPORT_KEYS = {"ok", "deep", "models_checked", "files_checked", "blobs_checked", "blobs_hashed", "bytes_checked",
-               "problems", "quarantined", "stray"}
+               "problems", "quarantined", "stray", "released"}
 PROBLEM_KEYS = {"model", "repo", "path", "sha256", "problem", "reason"}
 
 

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, open_registry, table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, open_registry, register_flag,
+    table,
 )
 from registry.errors import VerificationFailed
 
@@ -37,9 +38,9 @@ def add_cmd(
     """Import a local model folder into the store and catalog, checked against its manifest, then register it."""
     from registry.services.add import add_folder
 
-    reg = open_registry()
-    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
-    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+    result = add_folder(open_registry(), path, name, revision=revision, manifest_file=manifest, progress=_progress(),
+                        register=register_flag(no_smoke), device=device)
+    finish_ingest(result, json_out=json_out,
                   detail=f"{result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
 
 
@@ -72,6 +73,11 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
     echo(f"{s.name}@{s.commit}  refs: {', '.join(s.refs) or '-'}")
     echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
     echo(f"family: {s.family}; manifest: {d.manifest_source}{' (inferred)' if s.inferred else ''}")
+    if s.base_only:
+        echo(f"base only: a dependency{' of ' + ', '.join(d.base_of) if d.base_of else ''}; load and deploy "
+             "refuse it as a model of its own unless --as-base is given")
+    elif d.base_of:
+        echo(f"base of: {', '.join(d.base_of)}")
     echo(f"root digest: {s.root_digest}; {s.files} files, {human_size(s.bytes)}")
     for c in d.components:
         echo(f"\n[{c.role}] {c.repo}@{c.commit[:12]}{'' if c.required else ' (optional)'}"
@@ -112,6 +118,8 @@ def verify_cmd(
                         for p in report.problems]))
         if report.quarantined:
             echo(f"quarantined: {', '.join(report.quarantined)}")
+        if report.released:
+            echo(f"released (every blob intact again): {', '.join(report.released)}")
         if report.stray:
             echo(f"{len(report.stray)} temp/partial files from interrupted writes (removed by `registry gc`)")
         if report.ok:

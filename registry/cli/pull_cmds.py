@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry, register_flag,
 )
 
 
@@ -30,13 +30,12 @@ def pull_cmd(
     from registry.fetch.progress import NullProgress, TqdmProgress
     from registry.services.pull import pull
 
-    reg = open_registry()
     progress = TqdmProgress() if sys.stderr.isatty() else NullProgress()
-    result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
-                  progress=progress, retries=retries, backoff=backoff)
+    result = pull(open_registry(), repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
+                  progress=progress, retries=retries, backoff=backoff, register=register_flag(no_smoke), device=device)
     if result.note:
         note(result.note)
-    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+    finish_ingest(result, json_out=json_out,
                   detail=(f"{result.files} files, {human_size(result.bytes)}; downloaded {result.downloaded_files} "
                           f"({human_size(result.downloaded_bytes)}), {result.reused_files} already in the store"
                           f"{f', {result.resumed_files} resumed' if result.resumed_files else ''}"))

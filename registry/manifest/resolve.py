@@ -111,25 +111,29 @@ class ResolvedManifest:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     expected_missing_keys: tuple[str, ...] = ()
     description: str = ""
+    base_only: bool = False  # the manifest marks it a base: a dependency, not loaded or deployed as a model
 
     @property
     def root_digest(self) -> str:
         return root_digest({(f"{c.repo}/{f.path}", f.size, f.sha256) for c in self.components for f in c.files})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema": 1, "name": self.name, "family": self.family, "inferred": self.inferred, "source": self.source,
             "description": self.description, "expected_missing_keys": list(self.expected_missing_keys),
             "smoke": dict(self.smoke), "components": [c.to_dict() for c in self.components],
             "root_digest": self.root_digest,
         }
+        if self.base_only:  # only when set: manifests recorded before the flag existed stay equal
+            data["base_only"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ResolvedManifest":
         return cls(
             name=data["name"], family=data["family"], inferred=bool(data.get("inferred")), source=data.get("source"),
             description=data.get("description", ""), expected_missing_keys=tuple(data.get("expected_missing_keys", ())),
-            smoke=dict(data.get("smoke", {})),
+            smoke=dict(data.get("smoke", {})), base_only=bool(data.get("base_only", False)),
             components=tuple(
                 LockedComponent(
                     role=c["role"], repo=c["repo"], commit=c["commit"], required=c["required"], pinned=c["pinned"],
@@ -160,5 +164,5 @@ def lock(
     return ResolvedManifest(
         name=manifest.name, family=manifest.family, inferred=manifest.inferred, source=manifest.source,
         components=tuple(components), smoke=smoke, expected_missing_keys=manifest.expected_missing_keys,
-        description=manifest.description,
+        description=manifest.description, base_only=manifest.base_only,
     )

@@ -24,6 +24,7 @@ class ModelSummary:
     files: int
     bytes: int
     created_at: str
+    base_only: bool = False  # its manifest marks it a base: a dependency, not loaded or deployed on its own
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ModelDetail:
     components: tuple[ComponentDetail, ...]
     lineage: tuple[LineageDetail, ...]
     smoke_runs: tuple[SmokeDetail, ...]
+    base_of: tuple[str, ...] = ()  # the models recorded with this revision as their base (name@commit)
 
 
 def _iso(value: dt.datetime | None) -> str:
@@ -77,6 +79,7 @@ def summarize(model: Model) -> ModelSummary:
         name=model.name, commit=model.revision.commit_sha, refs=refs, family=model.family, state=model.state,
         state_reason=model.state_reason, inferred=model.inferred, root_digest=model.root_digest, files=len(files),
         bytes=sum(files.values()), created_at=_iso(model.created_at),
+        base_only=bool(model.manifest.get("base_only")),
     )
 
 
@@ -86,8 +89,11 @@ def list_models(reg: Registry) -> tuple[ModelSummary, ...]:
 
 
 def show_model(reg: Registry, spec: str) -> ModelDetail:
+    from registry.services.load import base_users
+
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
+        base_of = tuple(base_users(reg, model.name, model.revision.commit_sha))
         return ModelDetail(
             summary=summarize(model),
             manifest_source=model.manifest.get("source"),
@@ -111,4 +117,5 @@ def show_model(reg: Registry, spec: str) -> ModelDetail:
                             _iso(s.created_at))
                 for s in model.smoke_runs
             ),
+            base_of=base_of,
         )

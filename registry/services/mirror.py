@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.catalog import states
 from registry.catalog.models import Component, File, Model, Ref, Repo, Revision
 from registry.errors import EntryNotFound, RepoNotFound, RevisionNotFound
 from registry.hashing import SHA1_RE, lfs_pointer
@@ -99,12 +100,12 @@ class Mirror:
         repo_pk = session.scalars(select(Repo.id).where(Repo.repo_id == repo_id)).one_or_none()
         if repo_pk is None:
             raise RepoNotFound(f"repository {repo_id!r} is not on this mirror", details={"repo": repo_id})
-        quarantined = select(Model.revision_id).where(Model.state == "quarantined")
+        quarantined = select(Model.revision_id).where(Model.state == states.QUARANTINED)
         rows = session.execute(
             select(Revision.id, Revision.commit_sha, Model.updated_at)
             .join(Component, Component.revision_id == Revision.id)
             .join(Model, Model.id == Component.model_id)
-            .where(Revision.repo_id == repo_pk, Model.state == "registered", Revision.id.not_in(quarantined))
+            .where(Revision.repo_id == repo_pk, Model.state.in_(states.SERVED), Revision.id.not_in(quarantined))
         ).all()
         revisions: dict[str, tuple[int, dt.datetime]] = {}
         for pk, commit, at in rows:
