@@ -345,26 +345,6 @@ def test_no_progress_output_when_stderr_is_not_a_terminal(cli, tmp_path):
     assert len(r.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("state, reason, after", [
-    ("registered", None, "registered"),                               # the smoke test proved these bytes
-    ("quarantined", "smoke: outputs differ between runs", "quarantined"),  # bytes were never the problem
-    ("quarantined", "verify: acme/tiny/model.safetensors changed", "verified"),  # re-added bytes are proven
-])
-def test_re_adding_keeps_what_the_bytes_do_not_decide(cli, reg, tmp_path, state, reason, after):
-    from sqlalchemy import update
-
-    from registry.catalog.models import Model
-
-    folder = make_bert_like(tmp_path / "m")
-    assert cli("add", folder, "--name", "acme/tiny").exit_code == 0
-    with reg.catalog.session() as session:
-        session.execute(update(Model).values(state=state, state_reason=reason))
-    r = cli("add", folder, "--name", "acme/tiny", "--json")
-    assert r.exit_code == 0 and r.json()["state"] == after
-    summary = cli("show", "acme/tiny", "--json").json()["summary"]
-    assert summary["state"] == after and summary["state_reason"] == (reason if after == state else None)
-
-
 def _add_in_a_process(folder: str) -> str:
     from registry.config import Settings
     from registry.services.context import Registry

@@ -95,6 +95,8 @@ def _plan(reg: Registry, spec: str, as_base: bool = False) -> tuple[_Chosen, lis
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
         label = f"{model.name}@{model.revision.commit_sha[:12]}"
+        if model.manifest.get("base_only") and not as_base:  # first: it says more than "not registered"
+            raise refuse_base(reg, model.name, model.revision.commit_sha, "deploy")
         if model.state not in states.SERVED:
             why = f" ({model.state_reason})" if model.state_reason else ""
             raise ConflictError(
@@ -104,8 +106,6 @@ def _plan(reg: Registry, spec: str, as_base: bool = False) -> tuple[_Chosen, lis
                 + states.lifted_by(model.state_reason, model.name),
                 details={"name": model.name, "state": model.state},
             )
-        if model.manifest.get("base_only") and not as_base:
-            raise refuse_base(reg, model.name, model.revision.commit_sha, "deploy")
         repos: dict[tuple[str, str], dict[str, PlannedFile]] = {}
         refs: dict[tuple[str, str], tuple[str, ...]] = {}
         for comp in model.components:

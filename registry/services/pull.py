@@ -211,6 +211,7 @@ class _Downloader:
 
     def load_known(self, files: Iterable[RemoteFile]) -> None:
         """Digests the catalog already has, so stored blobs are reused without a byte of network."""
+        files = list(files)
         oids = {f.oid for f in files if not f.lfs} - {k[4:] for k in self._known if k.startswith("git:")}
         shas = {f.sha256 for f in files if f.lfs} - set(self._known)
         if not oids and not shas:
