@@ -43,6 +43,7 @@ class Gated:
     folders: dict[str, Path]
     files_checked: int
     blobs_hashed: int
+    reason: str | None = None  # why it is quarantined, when it is
 
     @property
     def label(self) -> str:
@@ -178,7 +179,7 @@ def gate(reg: Registry, spec: str, *, as_base: bool = False, allow_quarantined: 
                  for f in c.files}
         check_files(files, label=comp_repo)
     folders = materialize(resolved, reg.store.path_for, reg.settings.home / "materialized")
-    return Gated(name, commit, model_id, state, resolved, folders, len(uses), sum(c.hashed for c in checks))
+    return Gated(name, commit, model_id, state, resolved, folders, len(uses), sum(c.hashed for c in checks), reason)
 
 
 def checkpoint_dtype(gated: Gated) -> str | None:

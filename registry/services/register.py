@@ -101,7 +101,7 @@ def register_model(reg: Registry, spec: str, *, smoke: bool = True, device: str 
     """Registration runs again whenever asked: on a verified or registered model, and on a quarantined one
     whose cause is the model's own (a pass lifts it). A merge-proof quarantine is lifted by `merge` alone."""
     gated = gate(reg, spec, as_base=as_base, allow_quarantined=True, action="register")
-    reason = _quarantine_reason(reg, gated)
+    reason = gated.reason
     if gated.state == states.QUARANTINED and states.cause_of(reason) is states.Cause.MERGE:
         raise ConflictError(f"{gated.label} is quarantined ({reason}); a smoke test cannot lift that: "
                             + states.lifted_by(reason, gated.name),
@@ -138,12 +138,6 @@ def register_model(reg: Registry, spec: str, *, smoke: bool = True, device: str 
     lifted = f" (its quarantine is lifted: {reason})" if gated.state == states.QUARANTINED else ""
     return RegisterResult(gated.name, gated.commit, state, None, summary,
                           f"{gated.label} registered: smoke passed twice on {summary.device} {summary.dtype}{lifted}")
-
-
-def _quarantine_reason(reg: Registry, gated: Gated) -> str | None:
-    with reg.catalog.reader() as session:
-        model = session.get(Model, gated.model_id)
-        return None if model is None else model.state_reason
 
 
 # ---- load --check ---------------------------------------------------------------------------------
