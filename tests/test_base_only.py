@@ -69,9 +69,25 @@ def _colqwen2_base_layout(folder):
     return folder
 
 
+def _serve_at(hub, repo_id: str, commit: str) -> None:
+    """Serve hubsim's newest commit of ``repo_id`` under ``commit`` (the curated manifest pins the real one)."""
+    repo = hub.repos[repo_id]
+    repo.commits[commit] = repo.commits.pop(repo.refs["main"])
+    repo.refs["main"] = commit
+
+
 def test_vidore_colqwen2_base_pulled_alone_is_not_a_loadable_product(ingest, cli, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("REGISTRY_SMOKE", "1")
-    r = ingest("vidore/colqwen2-base", _colqwen2_base_layout(tmp_path / "base"))
+    folder = _colqwen2_base_layout(tmp_path / "base")
+    pinned = {c.revision for c in load_manifest_file(Settings.from_env().manifests_dir / "vidore/colqwen2-base.toml")
+              .components}
+    if ingest.kind == "pull":
+        ingest.hub.add_repo("vidore/colqwen2-base", folder)
+        for commit in pinned - {None}:
+            _serve_at(ingest.hub, "vidore/colqwen2-base", commit)
+        r = cli("pull", "vidore/colqwen2-base", "--endpoint", ingest.hub.url, "--json")
+    else:
+        r = ingest("vidore/colqwen2-base", folder)
     assert r.exit_code == 0, r.stderr
     assert r.json()["manifest_source"].endswith("vidore/colqwen2-base.toml")  # the curated manifest
     assert r.json()["state"] == "verified" and "is a base" in r.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,12 +26,12 @@ def pull_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Pull a complete, verified snapshot (with its base and other dependencies) into the store and catalog."""
-    from registry.fetch.progress import NullProgress, TqdmProgress
+    from registry.cli.progress import progress_bars
     from registry.services.pull import pull
 
-    progress = TqdmProgress() if sys.stderr.isatty() else NullProgress()
     result = pull(open_registry(), repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
-                  progress=progress, retries=retries, backoff=backoff, register=register_flag(no_smoke), device=device)
+                  progress=progress_bars(), retries=retries, backoff=backoff, register=register_flag(no_smoke),
+                  device=device)
     if result.note:
         note(result.note)
     finish_ingest(result, json_out=json_out,

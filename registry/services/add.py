@@ -29,7 +29,9 @@ from registry.services.ingest import (
     Acquired, ComponentSummary, Plan, Source, make_plan, selected, summaries, totals,
 )
 from registry.services.ingest import run as ingest_run
-from registry.services.manifests import CatalogRepo, catalog_repo, choose_manifest, missing_repo_selection
+from registry.services.manifests import (
+    CatalogRepo, catalog_base_lookup, catalog_repo, choose_manifest, missing_repo_selection,
+)
 from registry.services.record import RepoSource
 from registry.services.register import RegisterResult, register_after_ingest
 from registry.store import ExpectedBlob, StagedBlob, check_blobs
@@ -60,6 +62,8 @@ class AddResult:
     new_blobs: int
     components: tuple[ComponentSummary, ...]
     pickles: tuple[str, ...]
+    family_rule: str = ""  # "family bge-m3: colbert_linear.pt present"
+    disagreements: tuple[str, ...] = ()  # where the name or a curated manifest and the files disagreed
     ignored: tuple[str, ...] = ()    # files of the folder that the manifest does not select (not imported)
     released: tuple[str, ...] = ()   # other models released from a blob-caused quarantine by these bytes
     registration: RegisterResult | None = None  # how the registration step ended (ran, skipped and why)
@@ -200,7 +204,8 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
         raise UsageError(f"--name {name!r} is not a repo id like 'org/name'")
     folder = scan_folder(path)
     manifest_path = Path(manifest_file) if manifest_file is not None else None
-    manifest = choose_manifest(reg.settings, name, manifest_path, list(folder.files), folder.read_json)
+    manifest = choose_manifest(reg.settings, name, manifest_path, list(folder.files), folder.read_json,
+                               catalog_base_lookup(reg))
     own_listing = {p: RepoFile(p, f.stat().st_size) for p, f in folder.files.items()}
     selections, others = _select_all(reg, manifest, name, own_listing)
     plan = make_plan(name, manifest, selections, explicit=manifest_path is not None, own_paths=folder.files)
@@ -213,7 +218,9 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
         state=registration.state, family=done.resolved.family,
         inferred=done.resolved.inferred, manifest_source=done.resolved.source, root_digest=done.resolved.root_digest,
         files=files, bytes=size, new_blobs=done.new_blobs, components=summaries(done.resolved),
-        pickles=done.pickles, ignored=plan.ignored, released=done.released, registration=registration,
+        pickles=done.pickles, family_rule=done.resolved.family_rule,
+        disagreements=tuple((done.resolved.inference or {}).get("disagreements", ())),
+        ignored=plan.ignored, released=done.released, registration=registration,
     )
 
 

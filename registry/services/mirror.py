@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.catalog import states
@@ -94,6 +94,11 @@ class Mirror:
         self._files: OrderedDict[tuple[str, str, str], MirrorFile] = OrderedDict()
         self._max = cache_entries
         self._lock = threading.Lock()
+
+    def served_model_count(self) -> int:
+        """How many registered models this mirror serves (what `serve` says at start)."""
+        with self.reg.catalog.reader() as session:
+            return session.scalar(select(func.count()).select_from(Model).where(Model.state.in_(states.SERVED))) or 0
 
     # ---- visibility -------------------------------------------------------------------------
     def _visible(self, session: Session, repo_id: str) -> _Visible:

@@ -15,7 +15,6 @@ Nothing is recorded before every byte is proven, so a pull killed at any moment 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -30,14 +29,15 @@ from registry.catalog import states
 from registry.catalog.models import Blob
 from registry.catalog.queries import find_model
 from registry.errors import (
-    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ManifestError, ModelNotFound, NotFound,
-    UsageError,
+    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ModelNotFound, NotFound, UsageError,
 )
 from registry.fetch.hub import HubClient, RemoteFile, RemoteRepo
 from registry.fetch.progress import NullProgress, Progress
 from registry.formats import PICKLE_SUFFIXES
 from registry.hashing import SHA1_RE, blake3_file
-from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
+from registry.manifest.infer import BaseLookup, RepoView
+from registry.manifest.jsonread import expected_type, parse_json
+from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, first_use_note, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.context import Registry
 from registry.services.ingest import (
@@ -75,6 +75,8 @@ class PullResult:
     pickles: tuple[str, ...]
     offline: bool = False  # served from the store without the network
     note: str = ""
+    family_rule: str = ""  # "family bge-m3: colbert_linear.pt present"
+    disagreements: tuple[str, ...] = ()  # where the name or a curated manifest and the files disagreed
     ignored: tuple[str, ...] = ()    # files of the repo's tree that the manifest does not select (not pulled)
     released: tuple[str, ...] = ()   # other models released from a blob-caused quarantine by these bytes
     registration: RegisterResult | None = None  # how the registration step ended (ran, skipped and why)
@@ -368,13 +370,22 @@ def _json_reader(dl: _Downloader, repo: RemoteRepo) -> Callable[[str], Any]:
             return None
         dl.load_known([file])
         locked = dl.fetch(repo, file)
-        try:
-            return json.loads(dl.store.path_for(locked.sha256).read_bytes())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ManifestError(f"{repo.repo_id}: {path} is not valid JSON: {exc}",
-                                details={"file": path, "key": None}) from exc
+        return parse_json(dl.store.path_for(locked.sha256).read_bytes(), f"{repo.repo_id}/{path}",
+                          expect=expected_type(path))
 
     return read_json
+
+
+def _base_lookup(client: HubClient, dl: _Downloader) -> BaseLookup:
+    """An adapter's base as the endpoint has it, so inference can read the base's own config.json."""
+    def lookup(repo_id: str, revision: str | None) -> RepoView | None:
+        try:
+            base = client.repo(repo_id, revision or "main")
+        except NotFound:
+            return None  # reported as a missing base component by the dependency step
+        return RepoView(repo_id, tuple(base.files), _json_reader(dl, base), base.commit)
+
+    return lookup
 
 
 def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, why: str) -> PullResult:
@@ -498,8 +509,9 @@ class _UpstreamSource(Source):
 
     def locate(self, plan: Plan, locked: Mapping[tuple[str, str], LockedFile]
                ) -> tuple[ResolvedManifest, dict[str, RepoSource]]:
-        resolved = lock(plan.manifest, plan.selections, {r: rr.commit for r, rr in self.repos.items()}, locked)
         source = f"hub:{self.client.endpoint}"
+        resolved = lock(plan.manifest, plan.selections, {r: rr.commit for r, rr in self.repos.items()}, locked,
+                        first_use_source=source)
         return resolved, {r: RepoSource(r, rr.commit, source, () if SHA1_RE.match(rr.revision) else (rr.revision,))
                           for r, rr in self.repos.items()}
 
@@ -517,7 +529,7 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
     dl = _Downloader(reg, client, progress, workers)
     try:  # choosing the manifest and resolving dependencies fetch (small, verified) files too
         manifest = choose_manifest(reg.settings, name, Path(manifest_file) if manifest_file else None,
-                                   list(own.files), _json_reader(dl, own))
+                                   list(own.files), _json_reader(dl, own), _base_lookup(client, dl))
         pinned = _own_revision(manifest, name)
         if pinned and pinned not in (own.revision, own.commit):
             if revision is not None:
@@ -538,5 +550,8 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
         inferred=done.resolved.inferred, manifest_source=done.resolved.source, root_digest=done.resolved.root_digest,
         endpoint=client.endpoint, files=files, bytes=size, downloaded_files=st.downloaded_files,
         downloaded_bytes=st.downloaded_bytes, reused_files=st.reused_files, resumed_files=st.resumed_files,
-        components=summaries(done.resolved), pickles=done.pickles, ignored=plan.ignored, released=done.released,
+        components=summaries(done.resolved), pickles=done.pickles, note=first_use_note(done.resolved),
+        family_rule=done.resolved.family_rule,
+        disagreements=tuple((done.resolved.inference or {}).get("disagreements", ())),
+        ignored=plan.ignored, released=done.released,
     )

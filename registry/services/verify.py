@@ -55,10 +55,11 @@ class VerifyReport:
 def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
            progress: HashProgress | None = None) -> VerifyReport:
     with reg.catalog.reader() as session:
-        models = all_models(session, names)
-        model_keys = [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in models]
-        blob_quarantined = [m.id for m in models if m.state == states.QUARANTINED
-                            and states.cause_of(m.state_reason) is states.Cause.BYTES]
+        model_keys = _model_keys(session, names)
+        blob_quarantined = [mid for mid, reason in session.execute(
+            select(Model.id, Model.state_reason).where(Model.state == states.QUARANTINED,
+                                                       Model.id.in_([mid for mid, _ in model_keys])))
+            if states.cause_of(reason) is states.Cause.BYTES]
         wanted: dict[str, ExpectedBlob] = {}
         users: dict[str, list[tuple[str, str, str]]] = {}
         files_checked = 0
@@ -96,6 +97,15 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
         stray=tuple(str(p) for p in reg.store.stray_files()),
         released=released,
     )
+
+
+def _model_keys(session: Session, names: Sequence[str]) -> list[tuple[int, str]]:
+    """(model id, "name@commit12") of the named models, or of every model in one query."""
+    if names:
+        return [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in all_models(session, names)]
+    rows = session.execute(select(Model.id, Model.name, Revision.commit_sha)
+                           .join(Revision, Revision.id == Model.revision_id).order_by(Model.name, Model.id))
+    return [(mid, f"{name}@{commit[:12]}") for mid, name, commit in rows]
 
 
 def _model_files(session: Session, model_ids: list[int]) -> list[tuple[int, str, str, int, str, str]]:
