@@ -35,7 +35,7 @@ from sqlalchemy import select as sa_select
 from registry.catalog.models import Model
 from registry.errors import ConflictError, IncompleteModel, IntegrityError, RegistryError, StorageError
 from registry.formats import check_files
-from registry.manifest.resolve import LockedFile, ResolvedManifest, Selection, lock
+from registry.manifest.resolve import LockedFile, ResolvedManifest, Selection
 from registry.manifest.schema import Manifest
 from registry.services.context import Registry
 from registry.services.record import RepoSource, record_model

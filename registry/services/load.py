@@ -31,6 +31,7 @@ from registry.manifest.schema import curated_manifest_path, load_manifest_file
 from registry.services.context import Registry
 from registry.store import ExpectedBlob, check_blobs
 
+
 @dataclass(frozen=True)
 class Gated:
     """A model that passed the gate: its resolved manifest and its files as folders of links."""
