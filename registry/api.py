@@ -29,11 +29,18 @@ def _registry(registry: Registry | None, settings: Settings | None) -> Iterator[
 
 
 def add(path: str | Path, name: str, *, revision: str | None = None, manifest: str | Path | None = None,
-        registry: Registry | None = None, settings: Settings | None = None) -> AddResult:
+        register: bool | None = None, device: str = "auto", registry: Registry | None = None,
+        settings: Settings | None = None) -> AddResult:
+    """Import a local folder, then register it as ``registry add`` does; returns a frozen ``AddResult``.
+
+    ``register``: None (default) registers unless ``REGISTRY_SMOKE=0``, like the CLI; False stops at
+    ``verified`` (``--no-smoke``); True registers. ``result.state`` is the state the model ended in and
+    ``result.registration`` says how the registration went."""
     from registry.services.add import add_folder
 
     with _registry(registry, settings) as reg:
-        return add_folder(reg, path, name, revision=revision, manifest_file=Path(manifest) if manifest else None)
+        return add_folder(reg, path, name, revision=revision, manifest_file=Path(manifest) if manifest else None,
+                          register=register, device=device)
 
 
 def verify(*names: str, deep: bool = False, registry: Registry | None = None,
@@ -45,29 +52,32 @@ def verify(*names: str, deep: bool = False, registry: Registry | None = None,
 
 
 def pull(repo_id: str, *, revision: str | None = None, endpoint: str | None = None, token: str | None = None,
-         manifest: str | Path | None = None, registry: Registry | None = None, settings: Settings | None = None,
-         retries: int = 5, backoff: float = 1.0) -> PullResult:
-    """Pull a complete, verified snapshot (and the repos it depends on); returns a frozen ``PullResult``."""
+         manifest: str | Path | None = None, register: bool | None = None, device: str = "auto",
+         registry: Registry | None = None, settings: Settings | None = None, retries: int = 5,
+         backoff: float = 1.0) -> PullResult:
+    """Pull a complete, verified snapshot (and the repos it depends on), then register it as ``registry pull``
+    does; returns a frozen ``PullResult``. ``register`` as in ``add``."""
     from registry.services.pull import pull as _pull
 
     with _registry(registry, settings) as reg:
         return _pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
-                     retries=retries, backoff=backoff)
+                     retries=retries, backoff=backoff, register=register, device=device)
 
 
-def load(name: str, device: str = "auto", *, dtype: str = "auto", registry: Registry | None = None,
-         settings: Settings | None = None) -> tuple[Any, Any]:
-    """The ready model (eval, no grad, checked) and its processor or tokenizer, through the registry's gate."""
+def load(name: str, device: str = "auto", *, dtype: str = "auto", as_base: bool = False,
+         registry: Registry | None = None, settings: Settings | None = None) -> tuple[Any, Any]:
+    """The ready model (eval, no grad, checked) and its processor or tokenizer, through the registry's gate.
+    A base (``base_only``) is refused unless ``as_base=True``."""
     from registry.services.load import load_model
 
     with _registry(registry, settings) as reg:
-        loaded = load_model(reg, name, device=device, dtype=dtype)
+        loaded = load_model(reg, name, device=device, dtype=dtype, as_base=as_base)
     return loaded.model, loaded.processor
 
 
-def register(name: str, *, smoke: bool = True, device: str = "auto", dtype: str = "auto",
+def register(name: str, *, smoke: bool = True, device: str = "auto", dtype: str = "auto", as_base: bool = False,
              registry: Registry | None = None, settings: Settings | None = None) -> RegisterResult:
     from registry.services.register import register_model
 
     with _registry(registry, settings) as reg:
-        return register_model(reg, name, smoke=smoke, device=device, dtype=dtype)
+        return register_model(reg, name, smoke=smoke, device=device, dtype=dtype, as_base=as_base)

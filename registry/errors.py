@@ -23,6 +23,7 @@ turns exceptions into exit codes. Messages say what was wrong and what to do abo
     ├── StorageError                   exit 10 disk full, unwritable store
     ├── SmokeFailed                    exit 11 the smoke inference failed; the model is quarantined
     ├── MissingExtra                   exit 12 an optional dependency (torch, peft, ...) is not installed
+    │   └── BrokenExtra                        installed, but it (or a library it needs) cannot be imported here
     └── VerificationFailed             exit 1  `verify` found missing/changed/extra files (report attached)
 """
 
@@ -163,6 +164,14 @@ class MissingExtra(RegistryError):
             f"install it as README does: {cls.INSTALL.format(extra=extra)}",
             details={"module": module, "extra": extra, "install": cls.INSTALL.format(extra=extra)},
         )
+
+
+class BrokenExtra(MissingExtra):
+    """An optional library is installed but cannot be used here: it fails to import, or a library it needs is
+    missing or of a version it does not work with. The environment's fault, never the model's: nothing is
+    quarantined. ``details``: library, version, module (what failed), and install (what to do)."""
+
+    kind = "broken-extra"
 
 
 class VerificationFailed(RegistryError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -101,14 +101,14 @@ def check_bin_beside_index(paths: Iterable[str], *, label: str = "") -> None:
             )
 
 
-def check_files(files: Mapping[str, Path], *, label: str = "", siblings: Collection[str] = ()) -> FormatReport:
+def check_files(files: Mapping[str, Path], *, label: str = "") -> FormatReport:
     """Check one component set of files, keyed by repo-relative path (values are readable paths).
 
-    ``siblings`` are the other paths present in the same source (not selected): a stray
-    ``pytorch_model.bin`` among them is refused too, since a loader pointed at the folder would find it.
+    Only the selected files: a file the manifest does not select is not part of the model (never
+    stored, served or deployed beside it), so no loader can find it there.
     """
     prefix = f"{label}/" if label else ""
-    check_bin_beside_index(set(files) | set(siblings), label=label)
+    check_bin_beside_index(files, label=label)
     checked = 0
     for rel, path in sorted(files.items()):
         if rel.endswith(".safetensors"):

@@ -149,14 +149,6 @@ def test_a_shard_the_index_does_not_name(refused, tmp_path, reg):
     assert "does not name these shards beside it: model-00003-of-00003.safetensors" in err["message"]
 
 
-def test_bin_beside_an_index(refused, tmp_path):
-    folder = make_bert_like(tmp_path / "m", shards=2)
-    (folder / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not really a pickle")
-    err = refused(folder, "--name", "acme/x", code=5)
-    assert "pytorch_model.bin sits beside model.safetensors.index.json" in err["message"]
-    assert "meta" in err["message"]
-
-
 def _pinned_manifest(tmp_path: Path, folder: Path, *, sha: str | None = None, size: int | None = None) -> Path:
     data = (folder / "model.safetensors").read_bytes()
     sha = sha or hashlib.sha256(data).hexdigest()
@@ -351,26 +343,6 @@ def test_no_progress_output_when_stderr_is_not_a_terminal(cli, tmp_path):
     # stderr holds only the registration's one line, no progress bar
     assert r.stderr.splitlines() == [line for line in r.stderr.splitlines() if "left verified (--no-smoke)" in line]
     assert len(r.stderr.splitlines()) == 1
-
-
-@pytest.mark.parametrize("state, reason, after", [
-    ("registered", None, "registered"),                               # the smoke test proved these bytes
-    ("quarantined", "smoke: outputs differ between runs", "quarantined"),  # bytes were never the problem
-    ("quarantined", "verify: acme/tiny/model.safetensors changed", "verified"),  # re-added bytes are proven
-])
-def test_re_adding_keeps_what_the_bytes_do_not_decide(cli, reg, tmp_path, state, reason, after):
-    from sqlalchemy import update
-
-    from registry.catalog.models import Model
-
-    folder = make_bert_like(tmp_path / "m")
-    assert cli("add", folder, "--name", "acme/tiny").exit_code == 0
-    with reg.catalog.session() as session:
-        session.execute(update(Model).values(state=state, state_reason=reason))
-    r = cli("add", folder, "--name", "acme/tiny", "--json")
-    assert r.exit_code == 0 and r.json()["state"] == after
-    summary = cli("show", "acme/tiny", "--json").json()["summary"]
-    assert summary["state"] == after and summary["state_reason"] == (reason if after == state else None)
 
 
 def _add_in_a_process(folder: str) -> str:

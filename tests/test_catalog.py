@@ -86,7 +86,8 @@ def test_duplicate_repo_and_commit_refused(reg):
     assert isinstance(_refused(reg, build), sa_exc.IntegrityError)
 
 
-@pytest.mark.parametrize("state, reason", [("loaded", None), ("quarantined", None)])
+@pytest.mark.parametrize("state, reason", [("loaded", None), ("quarantined", None), ("fetching", None),
+                                           ("incomplete", None)])
 def test_model_state_rules(reg, state, reason):
     def build(s):
         s.add(Model(name="acme/tiny", revision=_revision(s), family="transformers", state=state, state_reason=reason,

@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import make_bert_like
 
 ADD_KEYS = {"name", "commit", "revision", "state", "family", "inferred", "manifest_source", "root_digest", "files",
-            "bytes", "new_blobs", "components", "pickles", "family_rule", "disagreements"}
+            "bytes", "new_blobs", "components", "pickles", "family_rule", "disagreements", "ignored", "released"}
 SUMMARY_KEYS = {"name", "commit", "refs", "family", "state", "state_reason", "inferred", "root_digest", "files",
-                "bytes", "created_at"}
+                "bytes", "created_at", "base_only"}
 ERROR_KEYS = {"error", "kind", "message", "exit_code", "details"}
 
 
@@ -46,7 +46,7 @@ def test_json_keys_are_stable(cli, tmp_path):
     assert set(listed) == SUMMARY_KEYS
     shown = cli("show", "acme/tiny", "--json").json()
     assert set(shown) == {"summary", "manifest_source", "components", "lineage", "smoke_runs", "family_rule",
-                          "disagreements", "first_use", "first_use_source"}
+                          "disagreements", "first_use", "first_use_source", "base_of"}
     assert shown["family_rule"].startswith("family transformers: config.json")
     assert set(shown["summary"]) == SUMMARY_KEYS
     assert set(shown["components"][0]) == {"role", "repo", "commit", "required", "pinned", "files"}

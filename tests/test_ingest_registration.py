@@ -47,3 +47,42 @@ def test_pull_of_unloadable_model_is_quarantined(cli, hub, tmp_path, smoke_on, m
     assert r.exit_code == 11, r.stderr
     assert "quarantined" in r.stderr
     assert cli("show", "test-org/broken", "--json").json()["summary"]["state"] == "quarantined"
+
+
+@pytest.mark.ml
+def test_the_python_api_registers_as_the_cli_does(registry_env, minilm_dir, smoke_on):
+    import registry
+
+    result = registry.add(minilm_dir, MINILM, device="cpu")
+    assert result.state == "registered" and result.registration.smoke.passed is True
+    assert registry.verify(MINILM).ok
+
+
+def test_the_python_api_register_flag_stops_at_verified(registry_env, hub, tmp_path, smoke_on):  # noqa: F811
+    import registry
+
+    added = registry.add(make_bert_like(tmp_path / "m"), "test-org/api-add", register=False)
+    assert added.state == "verified" and added.registration.smoke is None
+    assert "left verified" in added.registration.message
+    hub.add_repo("test-org/api-pull", make_bert_like(tmp_path / "p", seed=2))
+    pulled = registry.pull("test-org/api-pull", endpoint=hub.url, register=False)
+    assert pulled.state == "verified" and "registry register test-org/api-pull" in pulled.registration.message
+
+
+def test_the_python_api_follows_registry_smoke_by_default(registry_env, tmp_path, monkeypatch):
+    import registry
+
+    monkeypatch.setenv("REGISTRY_SMOKE", "0")
+    added = registry.add(make_bert_like(tmp_path / "m"), "test-org/api-default")
+    assert added.state == "verified" and "REGISTRY_SMOKE=0" in added.registration.message
+
+
+@pytest.mark.ml
+def test_the_python_api_registration_can_quarantine(registry_env, tmp_path, smoke_on):
+    import registry
+    from registry.errors import SmokeFailed
+
+    # random bytes in a BERT-shaped folder: complete and verified, but no model loads from them
+    with pytest.raises(SmokeFailed):
+        registry.add(make_bert_like(tmp_path / "m"), "test-org/api-broken", device="cpu")
+    assert registry.verify("test-org/api-broken").ok  # recorded: its bytes are fine, the model is not

@@ -179,3 +179,43 @@ def test_a_missing_postgres_database_is_not_found_not_disk_full(cli, monkeypatch
     assert r.exit_code == 3, r.stderr
     assert "registry_no_such_db_4c1f" in r.stderr and "does not exist" in r.stderr and "createdb" in r.stderr
     assert "disk" not in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- 0002: the three model states ------------------------------------------------------------------
+
+def _model_row(conn, state: str) -> None:
+    conn.execute(text("INSERT INTO repos (repo_id, repo_type) VALUES ('acme/x', 'model')"))
+    conn.execute(text("INSERT INTO revisions (repo_id, commit_sha, source) VALUES (1, :c, 'local:/x')"), {"c": "a" * 40})
+    conn.execute(text("INSERT INTO models (name, revision_id, family, state, inferred, manifest, root_digest, "
+                      "updated_at) VALUES ('acme/x', 1, 'transformers', :s, false, '{}', :r, CURRENT_TIMESTAMP)"),
+                 {"s": state, "r": "b" * 64})
+    conn.execute(text("INSERT INTO components (model_id, position, role, revision_id, required, pinned) "
+                      "VALUES (1, 0, 'weights', 1, true, false)"))
+    conn.execute(text("INSERT INTO smoke_runs (model_id, passed, device, dtype, library_versions, wall_ms, "
+                      "output_shapes, stats) VALUES (1, true, 'cpu', 'float32', '{}', 1.0, '{}', '{}')"))
+
+
+@pytest.mark.parametrize("old_state", ["fetching", "incomplete", "verified"])
+def test_0002_keeps_every_row_and_allows_only_three_states(engine, old_state):
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        _model_row(conn, old_state)
+    migrate.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        state, reason = conn.execute(text("SELECT state, state_reason FROM models")).one()
+        # re-creating the table on SQLite must not cascade into the rows that reference it
+        assert conn.execute(text("SELECT count(*) FROM components")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM smoke_runs")).scalar() == 1
+    if old_state == "verified":
+        assert (state, reason) == ("verified", None)
+    else:  # nothing wrote these states; a row someone did write is quarantined, not lost
+        assert state == "quarantined" and f"recorded as {old_state}" in reason and "migration 0002" in reason
+    for dropped in ("fetching", "incomplete"):
+        with pytest.raises(Exception, match="ck_models_state|CHECK constraint"):
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE models SET state = :s, state_reason = NULL"), {"s": dropped})
+    assert migrate.drift(engine) == []
+    migrate.downgrade(engine, "0001")
+    with engine.begin() as conn:  # down again: the wider constraint is back, the rows are still there
+        conn.execute(text("UPDATE models SET state = 'fetching', state_reason = NULL"))
+        assert conn.execute(text("SELECT count(*) FROM components")).scalar() == 1

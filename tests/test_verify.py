@@ -11,7 +11,7 @@ from tests.add_helpers import wait_for_ctime_tick
 from tests.conftest import make_bert_like
 
 REPORT_KEYS = {"ok", "deep", "models_checked", "files_checked", "blobs_checked", "blobs_hashed", "bytes_checked",
-               "problems", "quarantined", "stray"}
+               "problems", "quarantined", "stray", "released"}
 PROBLEM_KEYS = {"model", "repo", "path", "sha256", "problem", "reason"}
 
 
@@ -125,3 +125,18 @@ def test_re_adding_repairs_a_quarantined_model(cli, added, tmp_path):
     r = cli("add", tmp_path / "m", "--name", "acme/tiny", "--json")
     assert r.exit_code == 0 and r.json()["state"] == "verified"
     assert cli("verify", "--deep").exit_code == 0
+
+
+def test_verify_releases_a_model_whose_blobs_are_intact_again(cli, added, tmp_path):
+    original = added.read_bytes()
+    _damage(added, "flip")
+    assert cli("verify", "--deep").exit_code == 1
+    assert cli("show", "acme/tiny", "--json").json()["summary"]["state"] == "quarantined"
+    os.chmod(added, 0o644)
+    added.write_bytes(original)  # restored from a backup: the blob holds its bytes again
+    os.chmod(added, 0o444)
+    r = cli("verify", "--json")
+    assert r.exit_code == 0 and r.json()["released"] == [r.json()["models_checked"][0]]
+    summary = cli("show", "acme/tiny", "--json").json()["summary"]
+    assert (summary["state"], summary["state_reason"]) == ("verified", None)
+    assert "released" not in cli("verify").stdout  # once

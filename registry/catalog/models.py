@@ -9,8 +9,8 @@ from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, Flo
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from registry.catalog.base import Base, Sha1, Sha256, Timestamp, hex_check, utcnow
+from registry.catalog.states import QUARANTINED, STATES
 
-MODEL_STATES = ("fetching", "incomplete", "verified", "registered", "quarantined")
 ROLES = ("config", "weights", "base", "adapter", "head", "visual", "tokenizer", "processor", "code")
 LINEAGE_RELATIONS = ("derived_from", "base", "merged_from")
 LAYOUTS = ("hf-cache", "dir")
@@ -109,8 +109,8 @@ class Model(Base):
     __tablename__ = "models"
     __table_args__ = (
         UniqueConstraint("name", "revision_id"),
-        CheckConstraint(_in("state", MODEL_STATES), name="state"),
-        CheckConstraint("state <> 'quarantined' OR state_reason IS NOT NULL", name="quarantine_reason"),
+        CheckConstraint(_in("state", STATES), name="state"),
+        CheckConstraint(f"state <> '{QUARANTINED}' OR state_reason IS NOT NULL", name="quarantine_reason"),
         hex_check("root_digest", 64, "root_digest_hex"),
     )
 

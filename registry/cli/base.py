@@ -132,31 +132,33 @@ NoSmokeOpt = Annotated[bool, typer.Option(
 DeviceOpt = Annotated[str, typer.Option("--device", help="Smoke device: auto (CUDA when present), cpu or cuda.")]
 
 
-def register_after(reg: Any, name: str, commit: str, *, no_smoke: bool, device: str) -> dict[str, Any]:
-    """The registration that ends `add` and `pull`; returns its JSON form and prints its line to stderr."""
-    if no_smoke or not reg.settings.smoke_after_ingest:
-        why = "--no-smoke" if no_smoke else "REGISTRY_SMOKE=0"
-        message = (f"{name}@{commit[:12]} left verified ({why}): no smoke inference ran; "
-                   f"run `registry register {name}` to register it")
-        note(message)
-        return {"state": None, "smoke": None, "message": message}
-    from registry.services.register import register_after_ingest
-
-    result = register_after_ingest(reg, f"{name}@{commit}", smoke=True, device=device)
-    note(result.message)
-    return jsonable(result)
+def register_flag(no_smoke: bool) -> bool | None:
+    """--no-smoke stops at `verified`; otherwise REGISTRY_SMOKE decides (on unless it is 0)."""
+    return False if no_smoke else None
 
 
-def finish_ingest(reg: Any, result: Any, *, no_smoke: bool, device: str, json_out: bool, detail: str) -> None:
-    """The end of `add` and `pull`: registration, then the result as JSON or as a summary and a table."""
+# Files an ingest leaves out that a user may have expected to be part of the model.
+_NOTABLE = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".gguf", ".h5", ".msgpack", ".py")
+
+
+def finish_ingest(result: Any, *, json_out: bool, detail: str) -> None:
+    """The end of `add` and `pull` (registration ran in the service): notes, then the result as JSON or as a
+    summary and a table."""
     for disagreement in getattr(result, "disagreements", ()):
         note(f"note: {disagreement}")
-    registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
-    state = registration["state"] or result.state
+    if result.registration is not None:
+        note(result.registration.message)
+    notable = [p for p in result.ignored if p.endswith(_NOTABLE)]
+    if notable:
+        more = f" (+{len(notable) - 8} more)" if len(notable) > 8 else ""
+        note(f"note: not part of the model (its manifest does not select them, so they were not taken): "
+             f"{', '.join(notable[:8])}{more}")
+    for key in result.released:
+        note(f"note: {key} released from its quarantine: its blobs are proven again")
     if json_out:
-        emit_json({**jsonable(result), "state": state, "registration": registration})
+        emit_json(result)
         return
-    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
+    echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {result.state}, family {result.family}"
          f"{' (inferred manifest)' if result.inferred else ''}")
     if getattr(result, "family_rule", ""):
         echo(result.family_rule)

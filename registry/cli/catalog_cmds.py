@@ -10,7 +10,7 @@ import typer
 
 from registry.cli.base import (
     DeviceOpt, JsonOpt, NoSmokeOpt, WideOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size,
-    open_registry, plural, table,
+    open_registry, plural, register_flag, table,
 )
 from registry.cli.progress import progress_bars
 from registry.errors import VerificationFailed
@@ -29,9 +29,9 @@ def add_cmd(
     """Import a local model folder into the store and catalog, checked against its manifest, then register it."""
     from registry.services.add import add_folder
 
-    reg = open_registry()
-    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=progress_bars())
-    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+    result = add_folder(open_registry(), path, name, revision=revision, manifest_file=manifest,
+                        progress=progress_bars(), register=register_flag(no_smoke), device=device)
+    finish_ingest(result, json_out=json_out,
                   detail=f"{plural(result.files, 'file')}, {human_size(result.bytes)}, {plural(result.new_blobs, 'new blob')}")
 
 
@@ -67,6 +67,11 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
     echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
     source = d.manifest_source or "-"
     echo(f"family: {s.family}; manifest: {source}{' (inferred)' if s.inferred and source != 'inferred' else ''}")
+    if s.base_only:
+        echo(f"base only: a dependency{' of ' + ', '.join(d.base_of) if d.base_of else ''}; load and deploy "
+             "refuse it as a model of its own unless --as-base is given")
+    elif d.base_of:
+        echo(f"base of: {', '.join(d.base_of)}")
     if d.family_rule:
         echo(d.family_rule)
     for disagreement in d.disagreements:
@@ -115,6 +120,8 @@ def verify_cmd(
                         for p in report.problems]))
         if report.quarantined:
             echo(f"quarantined: {', '.join(report.quarantined)}")
+        if report.released:
+            echo(f"released (every blob intact again): {', '.join(report.released)}")
         if report.stray:
             echo(f"{plural(len(report.stray), 'temp/partial file')} from interrupted writes (removed by `registry gc`)")
         if report.ok:

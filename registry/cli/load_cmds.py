@@ -6,12 +6,15 @@ from typing import Annotated
 
 import typer
 
+from registry.catalog import states
 from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, note, open_registry
 from registry.errors import VerificationFailed
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (float32 on CPU, the checkpoint's on CUDA), float32, "
                                                        "bfloat16 or float16.")]
+AsBaseOpt = Annotated[bool, typer.Option("--as-base", help="Use a base (base_only in its manifest) as a model itself; "
+                                                           "without it a base is refused, naming its adapters.")]
 
 
 def _smoke_lines(s) -> None:  # s: SmokeSummary
@@ -33,6 +36,7 @@ def load_cmd(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     check: Annotated[bool, typer.Option("--check", help="Re-run the smoke and compare with the recorded fingerprint.")] = False,
+    as_base: AsBaseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Load a model through the gate (complete, verified, not quarantined) with its family's library."""
@@ -40,7 +44,7 @@ def load_cmd(
     if check:
         from registry.services.register import check_model, require_match
 
-        result = check_model(reg, name, device=device, dtype=dtype)
+        result = check_model(reg, name, device=device, dtype=dtype, as_base=as_base)
         if json_out:
             emit_json(result)
         else:
@@ -56,7 +60,7 @@ def load_cmd(
         return
     from registry.services.load import load_model
 
-    s = load_model(reg, name, device=device, dtype=dtype).summary
+    s = load_model(reg, name, device=device, dtype=dtype, as_base=as_base).summary
     if json_out:
         emit_json(s)
         return
@@ -66,7 +70,7 @@ def load_cmd(
         echo(f"  ok: {c}")
     for n in s.notes:
         note(f"note: {n}")
-    if s.state != "registered":
+    if s.state != states.REGISTERED:
         note(f"note: {s.name} is {s.state}, not registered: no smoke test has proven it; run `registry register {s.name}`")
 
 
@@ -76,13 +80,14 @@ def register_cmd(
     no_smoke: Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke inference; the model stays verified.")] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    as_base: AsBaseOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Smoke-test a verified model (twice, on the GPU when there is one) and mark it registered; a failure
-    quarantines it (exit 11)."""
+    """Smoke-test a model (twice, on the GPU when there is one) and mark it registered; a failure
+    quarantines it (exit 11). Run it again once the cause is fixed: a pass lifts the quarantine."""
     from registry.services.register import register_model
 
-    result = register_model(open_registry(), name, smoke=not no_smoke, device=device, dtype=dtype)
+    result = register_model(open_registry(), name, smoke=not no_smoke, device=device, dtype=dtype, as_base=as_base)
     if json_out:
         emit_json(result)
         return

@@ -9,7 +9,7 @@ import typer
 
 from registry.errors import UsageError
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry, register_flag,
 )
 
 
@@ -41,13 +41,12 @@ def pull_cmd(
     from registry.cli.progress import progress_bars
     from registry.services.pull import pull
 
-    reg = open_registry()
-    progress = progress_bars()
-    result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
-                  progress=progress, retries=retries, backoff=backoff)
+    result = pull(open_registry(), repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
+                  progress=progress_bars(), retries=retries, backoff=backoff, register=register_flag(no_smoke),
+                  device=device)
     if result.note:
         note(result.note)
-    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+    finish_ingest(result, json_out=json_out,
                   detail=(f"{result.files} files, {human_size(result.bytes)}; downloaded {result.downloaded_files} "
                           f"({human_size(result.downloaded_bytes)}), {result.reused_files} already in the store"
                           f"{f', {result.resumed_files} resumed' if result.resumed_files else ''}"))

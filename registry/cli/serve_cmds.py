@@ -79,12 +79,14 @@ def deploy_cmd(
     target: Annotated[Path, typer.Option("--target", help="An HF cache root (hf-cache) or a new folder (dir).")],
     layout: Annotated[str, typer.Option("--layout", help="hf-cache (models--org--name/...) or dir (a plain folder).")] = "hf-cache",
     node: Annotated[Optional[str], typer.Option("--node", help="Node name recorded for the audit (default: this host).")] = None,
+    as_base: Annotated[bool, typer.Option("--as-base", help="Deploy a base (base_only in its manifest) as a model "
+                                                            "itself; without it a base is refused.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Materialise a registered model on this node and record the deployment."""
     from registry.services.deploy import deploy
 
-    result = deploy(open_registry(), name, target, layout=layout, node=node)
+    result = deploy(open_registry(), name, target, layout=layout, node=node, as_base=as_base)
     if json_out:
         emit_json(result)
         return

@@ -15,6 +15,7 @@ from registry.loaders.checks import check_state_keys, finalize
 from registry.loaders.runtime import import_torch, require
 
 HEADS = ("colbert_linear", "sparse_linear")
+M3_MODULE = "FlagEmbedding.inference.embedder.encoder_only.m3"  # BGEM3FlagModel is its M3Embedder
 
 # numpy comes with the `ml` extra, not the core: a mirror host gets MissingExtra, not ImportError
 np = require("numpy", "ml")
@@ -22,10 +23,12 @@ np = require("numpy", "ml")
 
 def load(request: LoadRequest) -> Loaded:
     torch = import_torch()
-    flag = require("FlagEmbedding", "bge")
+    # only the M3 module: FlagEmbedding's package root imports every reranker it ships, and one of them
+    # breaking under a new transformers release must not stop BGE-M3
+    m3_module = require(M3_MODULE, "bge", without_package_inits=True)
     folder = request.component_folder("weights", "config")
     placement = request.placement
-    m3 = flag.BGEM3FlagModel(str(folder), use_fp16=placement.dtype == "float16",
+    m3 = m3_module.M3Embedder(str(folder), use_fp16=placement.dtype == "float16",
                              use_bf16=placement.dtype == "bfloat16", devices=[placement.device],
                              normalize_embeddings=True)
     inner = m3.model  # EncoderOnlyEmbedderM3ModelForInference

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from registry.errors import MissingExtra, UsageError
+from registry.errors import BrokenExtra, MissingExtra, UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -20,14 +21,78 @@ LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "colpali-
              "safetensors", "tokenizers", "accelerate", "torchvision")
 
 
-def require(module: str, extra: str = "ml") -> ModuleType:
-    """Import an optional module, or raise MissingExtra (exit 12) naming the extra to install."""
+# The library each family's loader imports, and the extra that installs it.
+FAMILY_LIBRARIES = {
+    "transformers": ("transformers", "ml"), "peft": ("peft", "ml"),
+    "sentence-transformers": ("sentence_transformers", "ml"), "colqwen2": ("colpali_engine", "colpali"),
+    "colpali": ("colpali_engine", "colpali"), "bge-m3": ("FlagEmbedding", "bge"), "visualized-bge": ("visual_bge", "bge"),
+    "remote-code": ("transformers", "ml"),
+}
+_hidden: dict[str, str] = {}  # module -> why import_torch hid it
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def version_of(module: str) -> str | None:
+    """The installed version of the distribution that provides ``module`` (None: not installed by pip)."""
+    for dist in importlib.metadata.packages_distributions().get(_top(module), [_top(module)]):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _named(module: str) -> str:
+    version = version_of(module)
+    return f"{_top(module)} {version}" if version else _top(module)
+
+
+def environment_fault(library: str, exc: BaseException, extra: str) -> BrokenExtra:
+    """``library`` is installed but importing it (or something it imports) failed: say what, and what to do."""
+    failed = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    lib = _named(library)
+    if failed and _top(failed) in _hidden:
+        problem = f"{_named(failed)} cannot load here ({_hidden[_top(failed)]})"
+        install = (f"install the {_top(failed)} build that matches torch {version_of('torch') or ''}".rstrip()
+                   + " (from the same index as torch)")
+    elif failed and _top(failed) != _top(library) and importlib.util.find_spec(_top(failed)) is None:
+        problem = f"it needs {_top(failed)}, which is not installed ({first})"
+        install = f"pip install {_top(failed)}"
+    elif failed and _top(failed) != _top(library):
+        problem = f"{first}: {lib} does not work with the installed {_named(failed)}"
+        install = (f"install versions that work together, e.g. the ones the registry is tested with "
+                   f"(pip install -c .ci/constraints.txt -e '.[{extra}]' in a checkout of the registry)")
+    else:
+        problem = f"{type(exc).__name__}: {first}"
+        install = f"reinstall it: pip install --force-reinstall {_top(library)}"
+    return BrokenExtra(
+        f"{lib} cannot be imported here: {problem}; {install}. This is the environment, not the model: nothing "
+        "was quarantined",
+        details={"library": _top(library), "version": version_of(library), "module": failed or _top(library),
+                 "extra": extra, "install": install, "error": f"{type(exc).__name__}: {first}"},
+    )
+
+
+def require(module: str, extra: str = "ml", *, without_package_inits: bool = False) -> ModuleType:
+    """Import an optional module: MissingExtra (exit 12) naming the extra when its library is not installed,
+    BrokenExtra (exit 12) when it is installed but fails to import.
+
+    ``without_package_inits``: import only ``module`` and what it imports itself, not the ``__init__`` of
+    the packages above it (FlagEmbedding's root imports every reranker and trainer it ships)."""
+    if importlib.util.find_spec(_top(module)) is None:
+        raise MissingExtra.for_module(module, extra)
     try:
+        if without_package_inits:
+            from registry.loaders.partial_import import import_without_package_inits
+
+            return import_without_package_inits(module)
         return importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name and exc.name.split(".")[0] != module.split(".")[0]:
-            raise  # the module is there but broken: show the real error
-        raise MissingExtra.for_module(module, extra) from exc
+    except Exception as exc:  # noqa: BLE001 - any failure inside an installed library's import is the environment's
+        raise environment_fault(module, exc, extra) from exc
 
 
 def import_torch() -> ModuleType:
@@ -36,7 +101,8 @@ def import_torch() -> ModuleType:
     A CUDA torchvision from PyPI beside a CPU torch fails at import (``operator torchvision::nms does
     not exist``); transformers imports it as soon as it sees it installed, which breaks even text
     models. We try it once: if it fails, it is marked absent, so transformers takes its torchvision-free
-    paths (image processors then are unavailable, and the smoke says so).
+    paths (image processors then are unavailable, and the smoke says so); a library that needs it anyway
+    gets a BrokenExtra naming the reason.
     """
     torch = require("torch")
     if "torchvision" not in sys.modules:
@@ -44,10 +110,11 @@ def import_torch() -> ModuleType:
             importlib.import_module("torchvision")
         except ImportError:
             pass
-        except Exception:  # noqa: BLE001 - any failure inside torchvision's own import
+        except Exception as exc:  # noqa: BLE001 - any failure inside torchvision's own import
             for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
                 del sys.modules[name]
             sys.modules["torchvision"] = None  # type: ignore[assignment]  # find_spec -> None, import -> ImportError
+            _hidden["torchvision"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return torch
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.errors import MissingExtra, SmokeFailed
+from registry.errors import BrokenExtra, MissingExtra, SmokeFailed
 from registry.loaders.base import Loaded, LoadRequest, Outputs
 from registry.loaders.checks import finalize
 from registry.loaders.runtime import import_torch, require
@@ -33,6 +33,8 @@ def load(request: LoadRequest) -> Loaded:
                           details={"check": "components"})
     try:
         modeling = require("visual_bge.modeling", "bge")
+    except BrokenExtra:
+        raise  # installed, but it (or torchvision, which it needs) cannot be imported here
     except MissingExtra as exc:
         raise MissingExtra("Visualized BGE needs the visual_bge package, which is not on PyPI: install it from the "
                            "FlagEmbedding repository (research/visual_bge: pip install -e .)",

@@ -111,6 +111,7 @@ class ResolvedManifest:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     expected_missing_keys: tuple[str, ...] = ()
     description: str = ""
+    base_only: bool = False  # the manifest marks it a base: a dependency, not loaded or deployed as a model
     inference: Mapping[str, Any] | None = None  # the family rule that fired, and disagreements (Inference)
     # "repo/path" of files whose digests no manifest pinned: taken on first use from first_use_source
     first_use: tuple[str, ...] = ()
@@ -127,7 +128,7 @@ class ResolvedManifest:
         return root_digest({(f"{c.repo}/{f.path}", f.size, f.sha256) for c in self.components for f in c.files})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema": 1, "name": self.name, "family": self.family, "inferred": self.inferred, "source": self.source,
             "description": self.description, "expected_missing_keys": list(self.expected_missing_keys),
             "smoke": dict(self.smoke), "components": [c.to_dict() for c in self.components],
@@ -135,13 +136,16 @@ class ResolvedManifest:
             "first_use": list(self.first_use), "first_use_source": self.first_use_source,
             "root_digest": self.root_digest,
         }
+        if self.base_only:  # only when set: manifests recorded before the flag existed stay equal
+            data["base_only"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ResolvedManifest":
         return cls(
             name=data["name"], family=data["family"], inferred=bool(data.get("inferred")), source=data.get("source"),
             description=data.get("description", ""), expected_missing_keys=tuple(data.get("expected_missing_keys", ())),
-            smoke=dict(data.get("smoke", {})),
+            smoke=dict(data.get("smoke", {})), base_only=bool(data.get("base_only", False)),
             inference=dict(data["inference"]) if isinstance(data.get("inference"), dict) else None,
             first_use=tuple(data.get("first_use", ())), first_use_source=str(data.get("first_use_source", "")),
             components=tuple(
@@ -180,7 +184,7 @@ def lock(
     return ResolvedManifest(
         name=manifest.name, family=manifest.family, inferred=manifest.inferred, source=manifest.source,
         components=tuple(components), smoke=smoke, expected_missing_keys=manifest.expected_missing_keys,
-        description=manifest.description,
+        description=manifest.description, base_only=manifest.base_only,
         inference=None if manifest.inference is None else manifest.inference.to_dict(),
         first_use=tuple(first_use), first_use_source=first_use_source if first_use else "",
     )

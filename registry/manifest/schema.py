@@ -100,6 +100,7 @@ class Manifest:
     inferred: bool = False
     source: str | None = None  # the file it came from, or "inferred"
     expected_missing_keys: tuple[str, ...] = ()  # regexes of weights the family computes at run time
+    base_only: bool = False  # a base other models build on: stored, verified and served, never used as a model
     inference: Inference | None = None
 
     def by_role(self, role: str) -> list[ComponentSpec]:
@@ -120,6 +121,7 @@ class Manifest:
             "inferred": self.inferred,
             "source": self.source,
             "expected_missing_keys": list(self.expected_missing_keys),
+            "base_only": self.base_only,
             "inference": None if self.inference is None else self.inference.to_dict(),
             "components": [
                 {
@@ -171,7 +173,8 @@ class _Reader:
 
 def parse_manifest(data: Mapping[str, Any], origin: str, *, default_name: str | None = None) -> Manifest:
     r = _Reader(origin)
-    r.check_unknown(data, {"schema", "name", "family", "description", "component", "smoke", "expected_missing_keys"}, "")
+    r.check_unknown(data, {"schema", "name", "family", "description", "component", "smoke", "expected_missing_keys",
+                           "base_only"}, "")
     schema = r.get(data, "schema", "", int, SCHEMA_VERSION)
     if schema != SCHEMA_VERSION:
         raise r.fail("schema", f"unsupported schema version {schema} (this registry reads {SCHEMA_VERSION})")
@@ -195,7 +198,7 @@ def parse_manifest(data: Mapping[str, Any], origin: str, *, default_name: str | 
     return Manifest(
         name=name, family=family, components=components, smoke=smoke,
         description=r.get(data, "description", "", str, ""), inferred=False, source=origin,
-        expected_missing_keys=emk,
+        expected_missing_keys=emk, base_only=r.get(data, "base_only", "", bool, False),
     )
 
 

@@ -1,39 +1,39 @@
 """``registry add PATH --name ORG/NAME``: import a local model folder, checked against its manifest.
 
-A folder that does not satisfy its manifest is refused (nothing recorded): an incomplete model in
-the catalog would be one more thing that looks loadable and is not. The refusal lists every
-missing ``role: file`` so the user can fetch exactly those.
+The steps and their rules are the ingest pipeline's (services/ingest.py), shared with ``pull``; this
+module is the folder as a source of bytes. A folder that does not satisfy its manifest is refused
+(nothing recorded): an incomplete model in the catalog would be one more thing that looks loadable
+and is not. The refusal lists every missing ``role: file`` so the user can fetch exactly those.
 
-Plan, check, then write: the manifest's files are selected and format-checked first; the folder's
-bytes are then copied into temp files of the store while hashed (one pass); only when every size
-and digest matches are the blobs moved under their names and the model recorded, in one catalog
-transaction. A refusal at any step leaves the catalog and the store as they were.
+The selected files are format-checked where they lie, then copied into temp files of the store while
+hashed (one pass); only when every size and digest matches are the blobs moved under their names and
+the model recorded, in one catalog transaction. A refusal at any step leaves the catalog and the store
+as they were.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import select as sa_select
-
-from registry.catalog.models import Model
-from registry.catalog.queries import find_revision
-from registry.errors import FormatError, IncompleteModel, IntegrityError, StorageError, UsageError
-from registry.formats import check_files
+from registry.errors import UsageError
 from registry.hashing import LFS_THRESHOLD, SHA1_RE, SHA256_RE, lfs_pointer_oid
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.context import Registry
 from registry.services.folders import Folder, scan_folder
+from registry.services.ingest import (
+    Acquired, ComponentSummary, Plan, Source, make_plan, selected, summaries, totals,
+)
+from registry.services.ingest import run as ingest_run
 from registry.services.manifests import (
     CatalogRepo, catalog_base_lookup, catalog_repo, choose_manifest, missing_repo_selection,
 )
-from registry.services.record import RepoSource, record_model
+from registry.services.record import RepoSource
+from registry.services.register import RegisterResult, register_after_ingest
 from registry.store import ExpectedBlob, StagedBlob, check_blobs
 
 if TYPE_CHECKING:
@@ -45,16 +45,6 @@ HUB_LFS_SUFFIXES = (
     ".npy", ".npz", ".joblib", ".pb", ".tflite", ".mlmodel", ".arrow", ".parquet", ".gguf", ".wasm", ".zip", ".gz",
     ".tgz", ".xz", ".zst", ".bz2", ".lz4", ".7z", ".rar", ".tar", ".ftz",
 )
-
-
-@dataclass(frozen=True)
-class ComponentSummary:
-    role: str
-    repo: str
-    commit: str
-    files: int
-    bytes: int
-    pinned: bool
 
 
 @dataclass(frozen=True)
@@ -74,6 +64,9 @@ class AddResult:
     pickles: tuple[str, ...]
     family_rule: str = ""  # "family bge-m3: colbert_linear.pt present"
     disagreements: tuple[str, ...] = ()  # where the name or a curated manifest and the files disagreed
+    ignored: tuple[str, ...] = ()    # files of the folder that the manifest does not select (not imported)
+    released: tuple[str, ...] = ()   # other models released from a blob-caused quarantine by these bytes
+    registration: RegisterResult | None = None  # how the registration step ended (ran, skipped and why)
 
 
 def local_commit(root_digest: str) -> str:
@@ -93,11 +86,6 @@ def _is_lfs(rel: str, size: int, etag: str | None) -> bool:
     if etag is not None:
         return bool(SHA256_RE.match(etag))
     return size >= LFS_THRESHOLD or rel.endswith(HUB_LFS_SUFFIXES)
-
-
-def _refuse(reg: Registry, name: str, folder: Folder, error: Exception, **details: object) -> Exception:
-    reg.log_now("add.refused", name, path=str(folder.root), **details)
-    return error
 
 
 def _select_all(reg: Registry, manifest: Manifest, name: str, own: dict[str, RepoFile]
@@ -120,134 +108,120 @@ def _select_all(reg: Registry, manifest: Manifest, name: str, own: dict[str, Rep
     return selections, others
 
 
-def _check_other_repos_in_store(reg: Registry, selections: list[Selection], others: dict[str, CatalogRepo]) -> list[str]:
-    """Files this model borrows from other repos must be in the store, unchanged (fast check, stat cache)."""
-    wanted: dict[str, tuple[str, str]] = {}
-    expected: list[ExpectedBlob] = []
-    for sel in selections:
-        found = others.get(sel.component.repo)
-        for p in sel.paths if found is not None else ():
-            lf = found.locked[p]
-            wanted[lf.sha256] = (sel.component.role, f"{sel.component.repo}/{p}")
-            expected.append(ExpectedBlob(lf.sha256, lf.size, lf.blake3))
-    problems = []
-    for check in check_blobs(reg.store, reg.stat_cache, expected, deep=False):
-        if check.status != "ok":
-            role, where = wanted[check.sha256]
-            problems.append(f"{role}: {where} ({check.status} in the store: {check.reason}; run `registry verify`)")
-    return problems
+class _FolderSource(Source):
+    """A local folder: its files are read in place, staged (copied and hashed) into the store's temp area,
+    and moved under their names only once everything matched; other repos' files come from the catalog."""
+
+    action = "add"
+
+    def __init__(self, reg: Registry, folder: Folder, others: dict[str, CatalogRepo], revision: str | None,
+                 progress: Progress | None) -> None:
+        self.reg, self.folder, self.others, self.revision, self.progress = reg, folder, others, revision, progress
+        self.staged: dict[str, StagedBlob] = {}
+
+    def describe(self, plan: Plan) -> str:
+        return str(self.folder.root)
+
+    def context(self) -> dict[str, Any]:
+        return {"path": str(self.folder.root)}
+
+    def missing(self, plan: Plan) -> list[str]:
+        """Files this model borrows from other repos must be in the store, unchanged (fast check, stat cache)."""
+        wanted: dict[str, tuple[str, str]] = {}
+        expected: list[ExpectedBlob] = []
+        for repo, p in selected(plan):
+            found = self.others.get(repo)
+            if found is not None:
+                lf = found.locked[p]
+                role = next(s.component.role for s in plan.selections if s.component.repo == repo and p in s.paths)
+                wanted[lf.sha256] = (role, f"{repo}/{p}")
+                expected.append(ExpectedBlob(lf.sha256, lf.size, lf.blake3))
+        problems = []
+        for check in check_blobs(self.reg.store, self.reg.stat_cache, expected, deep=False):
+            if check.status != "ok":
+                role, where = wanted[check.sha256]
+                problems.append(f"{role}: {where} ({check.status} in the store: {check.reason}; run `registry verify`)")
+        return problems
+
+    def readable_now(self, plan: Plan) -> dict[str, dict[str, Path]]:
+        readable: dict[str, dict[str, Path]] = {}
+        for repo, p in selected(plan):
+            readable.setdefault(repo, {})[p] = self.folder.files[p] if repo == plan.name else \
+                self.reg.store.path_for(self.others[repo].locked[p].sha256)
+        return readable
+
+    def acquire(self, plan: Plan) -> Acquired:
+        own = {p: self.folder.files[p] for repo, p in selected(plan) if repo == plan.name}
+        self.staged = _stage(self.reg, self.folder, own, self.progress)
+        locked, problems = _lock_own(self.folder, plan.name, self.staged)
+        for repo, found in self.others.items():
+            for p, lf in found.locked.items():
+                locked[(repo, p)] = lf
+        return Acquired(locked, self.readable_now(plan), tuple(problems))
+
+    def locate(self, plan: Plan, locked: Mapping[tuple[str, str], LockedFile]
+               ) -> tuple[ResolvedManifest, dict[str, RepoSource]]:
+        commits = {repo: found.commit for repo, found in self.others.items()}
+        commits[plan.name] = self.folder.snapshot_commit or "0" * 40
+        resolved = lock(plan.manifest, plan.selections, commits, locked)
+        if self.folder.snapshot_commit is None:
+            commits[plan.name] = local_commit(resolved.root_digest)
+            resolved = lock(plan.manifest, plan.selections, commits, locked)
+        sources = {plan.name: RepoSource(plan.name, commits[plan.name], f"local:{self.folder.root}", self.labels)}
+        for repo, found in self.others.items():
+            sources[repo] = RepoSource(repo, found.commit, found.source)
+        return resolved, sources
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        if self.revision:
+            return (self.revision,)
+        return self.folder.snapshot_refs or (() if self.folder.snapshot_commit else ("main",))
+
+    def keep(self) -> int:
+        # Blobs go in place before the catalog row that claims them.
+        new_blobs = 0
+        for p in list(self.staged):
+            new_blobs += self.reg.store.commit_staged(self.staged.pop(p)).created
+        return new_blobs
+
+    def release(self) -> None:
+        for leftover in self.staged.values():
+            self.reg.store.discard(leftover)
+        self.staged.clear()
+
+    def event(self, plan: Plan, resolved: ResolvedManifest, commit: str) -> dict[str, Any]:
+        return dict(commit=commit, root_digest=resolved.root_digest, path=str(self.folder.root),
+                    manifest=plan.manifest.source, revision=",".join(self.labels))
 
 
 def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | None = None,
-               manifest_file: Path | None = None, progress: Progress | None = None) -> AddResult:
+               manifest_file: Path | str | None = None, progress: Progress | None = None,
+               register: bool | None = False, device: str = "auto") -> AddResult:
+    """Import a folder; ``register`` as in ``register_after_ingest`` (the CLI and ``registry.add`` pass None:
+    REGISTRY_SMOKE decides; services that register themselves, such as merge, leave it False)."""
     if not REPO_ID_RE.match(name or ""):
         raise UsageError(f"--name {name!r} is not a repo id like 'org/name'")
     folder = scan_folder(path)
-    manifest = choose_manifest(reg.settings, name, manifest_file, list(folder.files), folder.read_json,
+    manifest_path = Path(manifest_file) if manifest_file is not None else None
+    manifest = choose_manifest(reg.settings, name, manifest_path, list(folder.files), folder.read_json,
                                catalog_base_lookup(reg))
     own_listing = {p: RepoFile(p, f.stat().st_size) for p, f in folder.files.items()}
     selections, others = _select_all(reg, manifest, name, own_listing)
-
-    missing = [m for s in selections for m in s.missing] + _check_other_repos_in_store(reg, selections, others)
-    if missing:
-        raise _refuse(reg, name, folder, IncompleteModel(
-            f"{folder.root} does not satisfy the manifest of {name} ({manifest.source}); missing:\n  "
-            + "\n  ".join(missing),
-            missing=missing, details={"path": str(folder.root), "manifest": manifest.source},
-        ), missing=missing)
-    # sizes (and other repos' digests) are known before any byte is read
-    mismatched = [m for s in selections for m in s.mismatched]
-    if mismatched:
-        raise _refuse(reg, name, folder, IntegrityError(
-            "files do not match the manifest:\n  " + "\n  ".join(mismatched), details={"mismatched": mismatched},
-        ), mismatched=mismatched)
-
-    # Format checks before any byte is stored.
-    readable: dict[str, dict[str, Path]] = {}
-    for sel in selections:
-        files = readable.setdefault(sel.component.repo, {})
-        for p in sel.paths:
-            files[p] = folder.files[p] if sel.component.repo == name else reg.store.path_for(
-                others[sel.component.repo].listing[p].sha256 or "")
-    pickles: list[str] = []
-    try:
-        for repo, files in readable.items():
-            own = repo == name
-            pickles.extend(check_files(files, label="" if own else repo,
-                                       siblings=list(folder.files) if own else ()).pickles)
-    except (FormatError, IncompleteModel) as exc:
-        raise _refuse(reg, name, folder, exc, format=exc.message) from None
-
-    own_files = readable.get(name, {})
-    staged = _stage(reg, folder, own_files, progress)
-    try:
-        locked, problems = _lock_own(folder, name, staged, selections)
-        if problems:
-            raise _refuse(reg, name, folder, IntegrityError(
-                "files do not match the manifest's digests:\n  " + "\n  ".join(problems),
-                details={"mismatched": problems},
-            ), mismatched=problems)
-        for repo, found in others.items():
-            for p, lf in found.locked.items():
-                locked[(repo, p)] = lf
-        commits = {repo: found.commit for repo, found in others.items()}
-        commits[name] = folder.snapshot_commit or "0" * 40
-        resolved = lock(manifest, selections, commits, locked)
-        if folder.snapshot_commit is None:
-            commits[name] = local_commit(resolved.root_digest)
-            resolved = lock(manifest, selections, commits, locked)
-        # Blobs go in place before the catalog row that claims them.
-        new_blobs = 0
-        for p in list(staged):
-            new_blobs += reg.store.commit_staged(staged.pop(p)).created
-    finally:
-        for leftover in staged.values():
-            reg.store.discard(leftover)
-
-    labels = (revision,) if revision else (folder.snapshot_refs or (() if folder.snapshot_commit else ("main",)))
-    sources = {name: RepoSource(name, commits[name], f"local:{folder.root}", labels)}
-    for repo, found in others.items():
-        sources[repo] = RepoSource(repo, found.commit, found.source)
-    state = _record(reg, resolved, sources, dict(commit=commits[name], root_digest=resolved.root_digest,
-                                                  path=str(folder.root), manifest=manifest.source,
-                                                  revision=",".join(labels)))
-
-    all_files = [f for c in resolved.components for f in c.files]
+    plan = make_plan(name, manifest, selections, explicit=manifest_path is not None, own_paths=folder.files)
+    source = _FolderSource(reg, folder, others, revision, progress)
+    done = ingest_run(reg, source, plan)
+    registration = register_after_ingest(reg, name, done.commit, register=register, device=device)
+    files, size = totals(done.resolved)
     return AddResult(
-        name=name, commit=commits[name], revision=",".join(labels), state=state, family=resolved.family,
-        inferred=resolved.inferred, manifest_source=resolved.source, root_digest=resolved.root_digest,
-        files=len(all_files), bytes=sum(f.size for f in all_files), new_blobs=new_blobs,
-        components=tuple(ComponentSummary(c.role, c.repo, c.commit, len(c.files), sum(f.size for f in c.files), c.pinned)
-                         for c in resolved.components),
-        pickles=tuple(sorted(set(pickles))), family_rule=resolved.family_rule,
-        disagreements=tuple((resolved.inference or {}).get("disagreements", ())),
+        name=name, commit=done.commit, revision=",".join(source.labels),
+        state=registration.state, family=done.resolved.family,
+        inferred=done.resolved.inferred, manifest_source=done.resolved.source, root_digest=done.resolved.root_digest,
+        files=files, bytes=size, new_blobs=done.new_blobs, components=summaries(done.resolved),
+        pickles=done.pickles, family_rule=done.resolved.family_rule,
+        disagreements=tuple((done.resolved.inference or {}).get("disagreements", ())),
+        ignored=plan.ignored, released=done.released, registration=registration,
     )
-
-
-def _record(reg: Registry, resolved: ResolvedManifest, sources: dict[str, RepoSource], event: dict[str, object]) -> str:
-    """One transaction. Re-adding the same bytes keeps ``registered`` (the smoke test proved them) and a
-    quarantine for any reason but bad bytes, which this add has just re-proven. Two adds racing on the
-    same new rows: the loser retries and finds them."""
-    own = sources[resolved.name]
-    for attempt in range(4):
-        try:
-            with reg.catalog.session() as session:
-                rev = find_revision(session, resolved.name, own.commit)
-                old = None if rev is None else session.scalars(
-                    sa_select(Model).where(Model.name == resolved.name, Model.revision_id == rev.id)).one_or_none()
-                state, reason = "verified", None
-                if old is not None and old.root_digest == resolved.root_digest:
-                    if old.state == "registered" or (old.state == "quarantined"
-                                                     and not (old.state_reason or "").startswith("verify:")):
-                        state, reason = old.state, old.state_reason
-                model = record_model(session, resolved, sources, state=state, reason=reason)
-                reg.log(session, "add", resolved.name, **event, state=state)
-                return model.state
-        except sa_exc.IntegrityError as exc:
-            if attempt == 3:
-                raise StorageError(f"recording {resolved.name} in the catalog failed: {exc.orig}") from exc
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 def _stage(reg: Registry, folder: Folder, files: dict[str, Path], progress: Progress | None) -> dict[str, StagedBlob]:
@@ -277,9 +251,9 @@ def _stage(reg: Registry, folder: Folder, files: dict[str, Path], progress: Prog
     return staged
 
 
-def _lock_own(folder: Folder, name: str, staged: dict[str, StagedBlob], selections: list[Selection]
+def _lock_own(folder: Folder, name: str, staged: dict[str, StagedBlob]
               ) -> tuple[dict[tuple[str, str], LockedFile], list[str]]:
-    """The folder's files as locked entries, and every way their bytes contradict the manifest or the cache."""
+    """The folder's files as locked entries, and every way their bytes contradict the HF cache they came from."""
     locked: dict[tuple[str, str], LockedFile] = {}
     problems: list[str] = []
     for p, s in staged.items():
@@ -291,12 +265,4 @@ def _lock_own(folder: Folder, name: str, staged: dict[str, StagedBlob], selectio
         lfs = _is_lfs(p, d.size, etag)
         git_oid = lfs_pointer_oid(d.sha256, d.size) if lfs or d.git_sha1 is None else d.git_sha1
         locked[(name, p)] = LockedFile(p, d.size, d.sha256, d.blake3, git_oid, lfs)
-    for sel in selections:
-        if sel.component.repo != name:
-            continue
-        for spec in sel.component.files:
-            got = locked.get((name, spec.path))
-            if got is not None and spec.sha256 and got.sha256 != spec.sha256:
-                problems.append(f"{sel.component.role}: {spec.path}: sha256 is {got.sha256}, "
-                                f"the manifest expects {spec.sha256}")
     return locked, problems

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from sqlalchemy import select
 
+from registry.catalog import states
 from registry.catalog.models import Model, SmokeRun
 from registry.catalog.queries import find_model
 from registry.errors import ConflictError, IntegrityError, StorageError, UsageError
@@ -40,12 +41,14 @@ from registry.manifest.schema import REPO_ID_RE
 from registry.paths import check_relative_path
 from registry.services.context import Registry
 from registry.services.record import RepoSource, record_model
+from registry.services.verify import release_proven
+from registry.store import ExpectedBlob, check_blobs
 
 FORMAT = "registry-bundle"
 VERSION = 1
 INDEX = "bundle.json"
 MAX_INDEX = 64 * 1024 * 1024
-STATES = ("verified", "registered")  # what a bundle may carry; quarantined models stay home
+STATES = states.LOADABLE  # what a bundle may carry; quarantined models stay home
 
 
 @dataclass(frozen=True)
@@ -409,9 +412,12 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
         for m in models:
             existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
             for e in existing:
-                if e.revision.commit_sha == m["commit"] and e.state == "quarantined":
+                # a quarantine for bad bytes is lifted by the bytes this import has just proven (states.on_record)
+                if e.revision.commit_sha == m["commit"] and e.state == states.QUARANTINED \
+                        and states.cause_of(e.state_reason) is not states.Cause.BYTES:
                     raise ConflictError(f"{m['name']}@{m['commit'][:12]} is quarantined here ({e.state_reason}); "
-                                        "a bundle does not overrule a local quarantine (nothing was imported)")
+                                        "a bundle does not overrule a local quarantine (nothing was imported). To "
+                                        "lift it: " + states.lifted_by(e.state_reason, m["name"]))
             sources = {s["repo"]: RepoSource(s["repo"], s["commit"], s["source"], tuple(s["refs"]))
                        for s in m["sources"]}
             derived = [(l["relation"], RepoSource(l["repo"], l["commit"], l.get("source") or f"bundle:{path}"))
@@ -434,9 +440,12 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
     try:
         models, blobs = _check_index(_read_index(reader), reader)
         written = skipped = nbytes = 0
+        # incremental: bytes already proven in this store are skipped, unless they rotted there (a fast verify)
+        present = [ExpectedBlob(sha, meta["size"], meta["blake3"]) for sha, meta in blobs.items() if reg.store.has(sha)]
+        intact = {c.sha256 for c in check_blobs(reg.store, reg.stat_cache, present, deep=False) if c.status == "ok"}
         for sha, meta in sorted(blobs.items()):
-            if reg.store.has(sha):
-                skipped += 1  # incremental: bytes already proven in this store
+            if sha in intact:
+                skipped += 1
                 continue
             _copy_blob(reg, reader, sha, meta)
             written += 1
@@ -444,5 +453,6 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
     finally:
         reader.close()
     _record(reg, models, path)
+    release_proven(reg, set(blobs))
     return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
                         nbytes)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from registry.catalog import states
 from registry.catalog.models import LAYOUTS, Deployment, Ref
 from registry.catalog.queries import find_model
 from registry.errors import ConflictError, StorageError, UsageError
@@ -88,15 +89,21 @@ class _Chosen:
     root_digest: str
 
 
-def _plan(reg: Registry, spec: str) -> tuple[_Chosen, list[PlannedRepo]]:
+def _plan(reg: Registry, spec: str, as_base: bool = False) -> tuple[_Chosen, list[PlannedRepo]]:
+    from registry.services.load import refuse_base
+
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
-        if model.state != "registered":
+        label = f"{model.name}@{model.revision.commit_sha[:12]}"
+        if model.manifest.get("base_only") and not as_base:  # first: it says more than "not registered"
+            raise refuse_base(reg, model.name, model.revision.commit_sha, "deploy")
+        if model.state not in states.SERVED:
             why = f" ({model.state_reason})" if model.state_reason else ""
             raise ConflictError(
-                f"{model.name}@{model.revision.commit_sha[:12]} is {model.state}{why}; only registered models are "
-                "deployed: run `registry register` first" if model.state != "quarantined" else
-                f"{model.name}@{model.revision.commit_sha[:12]} is quarantined{why}; quarantined models are never deployed",
+                f"{label} is {model.state}{why}; only registered models are deployed: run `registry register` first"
+                if model.state != states.QUARANTINED else
+                f"{label} is quarantined{why}; quarantined models are never deployed. To lift it: "
+                + states.lifted_by(model.state_reason, model.name),
                 details={"name": model.name, "state": model.state},
             )
         repos: dict[tuple[str, str], dict[str, PlannedFile]] = {}
@@ -232,14 +239,14 @@ def _deploy_dir(target: Path, repo: PlannedRepo, mat: _Materializer) -> Deployed
                         mat.linked, mat.copied, mat.reused)
 
 
-def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-cache", node: str | None = None
-           ) -> DeployResult:
+def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-cache", node: str | None = None,
+           as_base: bool = False) -> DeployResult:
     if layout not in LAYOUTS:
         raise UsageError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     target = Path(target).expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise UsageError(f"--target {target} is a file; give a folder", details={"target": str(target)})
-    model, planned = _plan(reg, spec)
+    model, planned = _plan(reg, spec, as_base)
     node = node or reg.settings.host
     mat = _Materializer(reg)
     not_included: tuple[str, ...] = ()
@@ -304,7 +311,7 @@ def audit(reg: Registry, *, node: str | None = None, names: Sequence[str] = (), 
             if names and model.name not in names:
                 continue
             problems: list[tuple[str, str]] = []
-            if model.state != "registered":
+            if model.state not in states.SERVED:
                 problems.append(("not-registered", f"the model is now {model.state}"
                                  + (f": {model.state_reason}" if model.state_reason else "")))
             own = [c for c in model.components if c.revision_id == model.revision_id]

@@ -26,6 +26,7 @@ class ModelSummary:
     files: int
     bytes: int
     created_at: str
+    base_only: bool = False  # its manifest marks it a base: a dependency, not loaded or deployed on its own
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ModelDetail:
     components: tuple[ComponentDetail, ...]
     lineage: tuple[LineageDetail, ...]
     smoke_runs: tuple[SmokeDetail, ...]
+    base_of: tuple[str, ...] = ()  # the models recorded with this revision as their base (name@commit)
     family_rule: str = ""  # "family bge-m3: colbert_linear.pt present" (the rule that chose the family)
     disagreements: tuple[str, ...] = ()
     first_use: tuple[str, ...] = ()  # files whose digests were taken on first use, not pinned by a manifest
@@ -83,6 +85,7 @@ def summarize(model: Model) -> ModelSummary:
         name=model.name, commit=model.revision.commit_sha, refs=refs, family=model.family, state=model.state,
         state_reason=model.state_reason, inferred=model.inferred, root_digest=model.root_digest, files=len(files),
         bytes=sum(files.values()), created_at=_iso(model.created_at),
+        base_only=bool(model.manifest.get("base_only")),
     )
 
 
@@ -104,16 +107,22 @@ def list_models(reg: Registry) -> tuple[ModelSummary, ...]:
         refs: dict[int, list[str]] = {}
         for ref_name, revision_id in session.execute(select(Ref.name, Ref.revision_id)):
             refs.setdefault(revision_id, []).append(ref_name)
+        # one key of the manifest, read by the database (the whole JSON of every model is not fetched)
+        bases = set(session.scalars(select(Model.id).where(Model.manifest["base_only"].as_boolean().is_(True))))
     return tuple(
         ModelSummary(name=name, commit=commit, refs=tuple(sorted(refs.get(revision_id, ()))), family=family,
                      state=state, state_reason=reason, inferred=inferred, root_digest=root,
-                     files=totals.get(mid, (0, 0))[0], bytes=int(totals.get(mid, (0, 0))[1]), created_at=_iso(created))
+                     files=totals.get(mid, (0, 0))[0], bytes=int(totals.get(mid, (0, 0))[1]), created_at=_iso(created),
+                     base_only=mid in bases)
         for mid, name, commit, revision_id, family, state, reason, inferred, root, created in models)
 
 
 def show_model(reg: Registry, spec: str) -> ModelDetail:
+    from registry.services.load import base_users
+
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
+        base_of = tuple(base_users(reg, model.name, model.revision.commit_sha))
         resolved = ResolvedManifest.from_dict(model.manifest)
         return ModelDetail(
             summary=summarize(model),
@@ -141,4 +150,5 @@ def show_model(reg: Registry, spec: str) -> ModelDetail:
                             _iso(s.created_at))
                 for s in model.smoke_runs
             ),
+            base_of=base_of,
         )

@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sqlalchemy import select
+
+from registry.catalog import states
+from registry.catalog.models import Lineage, Model, Repo, Revision
 from registry.catalog.queries import find_model
-from registry.errors import ConflictError, IncompleteModel, IntegrityError, ManifestError, RegistryError, SmokeFailed
+from registry.errors import (
+    ConflictError, IncompleteModel, IntegrityError, ManifestError, MissingExtra, RegistryError, SmokeFailed,
+)
 from registry.formats import check_files
 from registry.loaders import REQUIRED_FILES, REQUIRED_ROLES
 from registry.loaders.materialize import materialize
@@ -24,8 +30,6 @@ from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import curated_manifest_path, load_manifest_file
 from registry.services.context import Registry
 from registry.store import ExpectedBlob, check_blobs
-
-LOADABLE_STATES = ("verified", "registered")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Gated:
     folders: dict[str, Path]
     files_checked: int
     blobs_hashed: int
+    reason: str | None = None  # why it is quarantined, when it is
 
     @property
     def label(self) -> str:
@@ -68,7 +73,8 @@ class LoadedModel:
     loaded: Any  # registry.loaders.base.Loaded: what the smoke needs
 
 
-def _curated_roles(reg: Registry, name: str) -> list[str]:
+def curated_roles(reg: Registry, name: str) -> list[str]:
+    """The roles the curated manifest for ``name`` requires, whatever manifest a model was recorded with."""
     path = curated_manifest_path(reg.settings.manifests_dir, name)
     if path is None:
         return []
@@ -79,39 +85,74 @@ def _curated_roles(reg: Registry, name: str) -> list[str]:
     return [c.role for c in curated.components if c.required]
 
 
-def missing_parts(resolved: ResolvedManifest, curated_roles: Sequence[str] = ()) -> list[str]:
-    """``role: file`` for everything the manifest, the family or the curated manifest needs and lacks."""
-    roles = {c.role for c in resolved.components}
+Part = tuple[str, str, bool, Sequence[str]]  # (role, repo, required, paths)
+
+
+def missing_for(family: str, parts: Sequence[Part], curated: Sequence[str] = ()) -> list[str]:
+    """``role: file`` for everything the family or the curated manifest needs and ``parts`` lack."""
+    roles = {role for role, _repo, _req, _paths in parts}
     missing: list[str] = []
-    for role in dict.fromkeys([*REQUIRED_ROLES.get(resolved.family, ()), *curated_roles]):
+    for role in dict.fromkeys([*REQUIRED_ROLES.get(family, ()), *curated]):
         if role not in roles:
-            missing.append(f"{role}: (no {role} component; the {resolved.family} family or the curated manifest "
+            missing.append(f"{role}: (no {role} component; the {family} family or the curated manifest "
                            "requires one)")
-    for role, filename in REQUIRED_FILES.get(resolved.family, ()):
-        if not any(c.role == role and PurePosixPath(f.path).name == filename
-                   for c in resolved.components for f in c.files):
+    for role, filename in REQUIRED_FILES.get(family, ()):
+        if not any(r == role and PurePosixPath(p).name == filename for r, _repo, _req, paths in parts for p in paths):
             missing.append(f"{role}: {filename}")
-    for comp in resolved.components:
-        if comp.required and not comp.files:
-            missing.append(f"{comp.role}: {comp.repo} (no files recorded)")
+    for role, repo, required, paths in parts:
+        if required and not paths:
+            missing.append(f"{role}: {repo} (no files recorded)")
     return missing
 
 
-def gate(reg: Registry, spec: str) -> Gated:
+def missing_parts(resolved: ResolvedManifest, curated: Sequence[str] = ()) -> list[str]:
+    """``role: file`` for everything the manifest, the family or the curated manifest needs and lacks."""
+    return missing_for(resolved.family, [(c.role, c.repo, c.required, [f.path for f in c.files])
+                                         for c in resolved.components], curated)
+
+
+def base_users(reg: Registry, name: str, commit: str) -> list[str]:
+    """The models in the catalog recorded with this revision as their base."""
+    with reg.catalog.reader() as session:
+        rows = session.execute(
+            select(Model.name, Revision.commit_sha).join(Lineage, Lineage.model_id == Model.id)
+            .join(Revision, Revision.id == Model.revision_id)
+            .where(Lineage.relation == "base", Lineage.parent_revision_id.in_(
+                select(Revision.id).join(Repo, Repo.id == Revision.repo_id)
+                .where(Repo.repo_id == name, Revision.commit_sha == commit)))
+            .order_by(Model.name)
+        ).all()
+    return list(dict.fromkeys(f"{n}@{c[:12]}" for n, c in rows))
+
+
+def refuse_base(reg: Registry, name: str, commit: str, action: str) -> ConflictError:
+    users = base_users(reg, name, commit)
+    used = (f"it is the base of {', '.join(users)}; {action} one of those instead" if users
+            else "no model in the catalog uses it as its base yet")
+    return ConflictError(
+        f"{name}@{commit[:12]} is a base (its manifest says base_only): it is stored, verified and served as a "
+        f"dependency, not used as a model of its own, since it is untrained for the task on its own; {used}, "
+        f"or pass --as-base to {action} the base itself",
+        details={"name": name, "base_only": True, "used_by": users},
+    )
+
+
+def gate(reg: Registry, spec: str, *, as_base: bool = False, allow_quarantined: bool = False,
+         action: str = "load") -> Gated:
+    """``allow_quarantined``: registration re-runs through here (its pass lifts the quarantine)."""
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
         name, commit, state, reason, model_id = (model.name, model.revision.commit_sha, model.state,
                                                  model.state_reason, model.id)
         resolved = ResolvedManifest.from_dict(model.manifest)
     label = f"{name}@{commit[:12]}"
-    if state == "quarantined":
-        raise ConflictError(f"{label} is quarantined ({reason}); quarantined models are never loaded. Fix the cause, "
-                            "then add or pull it again and run `registry register`",
+    if state == states.QUARANTINED and not allow_quarantined:
+        raise ConflictError(f"{label} is quarantined ({reason}); quarantined models are never loaded. To lift it: "
+                            + states.lifted_by(reason, name),
                             details={"name": name, "state": state, "reason": reason})
-    if state not in LOADABLE_STATES:
-        raise ConflictError(f"{label} is {state}, not verified: finish `registry pull {name}` first",
-                            details={"name": name, "state": state})
-    missing = missing_parts(resolved, _curated_roles(reg, name))
+    if resolved.base_only and not as_base:
+        raise refuse_base(reg, name, commit, action)
+    missing = missing_parts(resolved, curated_roles(reg, name))
     uses: dict[str, list[str]] = {}
     expected: dict[str, ExpectedBlob] = {}
     for comp in resolved.components:
@@ -139,7 +180,7 @@ def gate(reg: Registry, spec: str) -> Gated:
                  for f in c.files}
         check_files(files, label=comp_repo)
     folders = materialize(resolved, reg.store.path_for, reg.settings.home / "materialized")
-    return Gated(name, commit, model_id, state, resolved, folders, len(uses), sum(c.hashed for c in checks))
+    return Gated(name, commit, model_id, state, resolved, folders, len(uses), sum(c.hashed for c in checks), reason)
 
 
 def checkpoint_dtype(gated: Gated) -> str | None:
@@ -180,14 +221,23 @@ def instantiate(gated: Gated, device: str = "auto", dtype: str = "auto") -> Load
     return LoadedModel(summary, loaded.model, loaded.processor, loaded)
 
 
-def library_failure(gated: Gated, step: str, exc: BaseException) -> SmokeFailed:
+def library_failure(gated: Gated, step: str, exc: BaseException) -> SmokeFailed | MissingExtra:
+    """What a family library's exception means: an import that fails (a module missing, or of a version the
+    library does not work with) is the environment's fault (exit 12, nothing quarantined); anything else
+    is the model's (SmokeFailed, which quarantines it)."""
+    if isinstance(exc, ImportError):
+        from registry.loaders.runtime import FAMILY_LIBRARIES, environment_fault
+
+        library, extra = FAMILY_LIBRARIES.get(gated.resolved.family, ("transformers", "ml"))
+        return environment_fault(library, exc, extra)
     first = (str(exc).strip().splitlines() or [""])[0][:500]
     return SmokeFailed(f"{gated.label}: {step} with the {gated.resolved.family} family's library failed: "
                        f"{type(exc).__name__}: {first}", details={"check": step, "exception": type(exc).__name__})
 
 
-def load_model(reg: Registry, spec: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    gated = gate(reg, spec)
+def load_model(reg: Registry, spec: str, *, device: str = "auto", dtype: str = "auto",
+               as_base: bool = False) -> LoadedModel:
+    gated = gate(reg, spec, as_base=as_base)
     result = instantiate(gated, device, dtype)
     reg.log_now("load", gated.name, commit=gated.commit, device=result.summary.device, dtype=result.summary.dtype)
     return result

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
 
+from registry.catalog import states
 from registry.catalog.models import Lineage, Model
 from registry.catalog.queries import find_model, find_revision
 from registry.errors import ConflictError, SmokeFailed, UsageError
@@ -80,7 +81,10 @@ def merge_model(reg: Registry, spec: str, new_name: str, *, device: str = "auto"
     if not REPO_ID_RE.match(new_name or ""):
         raise UsageError(f"--name {new_name!r} is not a repo id like 'org/name'")
     with reg.catalog.reader() as session:
-        if session.scalars(select(Model.id).where(Model.name == new_name)).first() is not None:
+        existing = session.scalars(select(Model).where(Model.name == new_name)).all()
+        # a merge whose proof failed may be run again (that is its quarantine's lift); any other name is taken
+        if any(m.state != states.QUARANTINED or states.cause_of(m.state_reason) is not states.Cause.MERGE
+               for m in existing):
             raise ConflictError(f"a model named {new_name!r} already exists; choose another --name",
                                 details={"name": new_name})
     gated = gate(reg, spec)
@@ -116,34 +120,44 @@ def merge_model(reg: Registry, spec: str, new_name: str, *, device: str = "auto"
                         side.append(target.name)
         manifest = Path(tmp) / "manifest.toml"
         manifest.write_text(_manifest_text(new_name, ADAPTER_FAMILIES[family], gated, weight_files, side))
-        added = add_folder(reg, out, new_name, manifest_file=manifest)
+        added = add_folder(reg, out, new_name, manifest_file=manifest, register=False)  # registered below
     _record_lineage(reg, gated, new_name, added.commit)
 
     spec_new = f"{new_name}@{added.commit}"
-    try:
-        merged_loaded = instantiate(gate(reg, spec_new), device, "float32")
+    try:  # the same bytes merged again keep their merge-proof quarantine until this proof passes
+        merged_loaded = instantiate(gate(reg, spec_new, allow_quarantined=True), device, "float32")
         merged_out = fam.smoke(merged_loaded.loaded, inputs.texts, inputs.picture())
     except SmokeFailed as exc:
-        _quarantine(reg, spec_new, f"merge proof: the merged model does not load: {exc.message}")
+        _quarantine(reg, spec_new, f"the merged model does not load: {exc.message}")
         raise
     diff = max_difference(reference, merged_out)
     tol = 10 * tolerance(merged_loaded.summary.device, save_dtype)[1]
     if set(reference) != set(merged_out) or diff > tol:
-        reason = (f"merge proof: merged output differs from adapter+base by {diff:.3g} (tolerance {tol:g}) "
+        reason = (f"merged output differs from adapter+base by {diff:.3g} (tolerance {tol:g}) "
                   f"on {merged_loaded.summary.device}")
         _quarantine(reg, spec_new, reason)
-        raise SmokeFailed(f"{new_name}@{added.commit[:12]} quarantined: {reason}",
+        raise SmokeFailed(f"{new_name}@{added.commit[:12]} quarantined by the merge proof: {reason}",
                           details={"check": "merge", "difference": diff, "tolerance": tol})
-    registered = register_model(reg, f"{new_name}@{added.commit}", device=device)
+    _lift(reg, spec_new)
+    registered = register_model(reg, spec_new, device=device)
     return MergeResult(new_name, added.commit, gated.label, _base(gated), save_dtype, added.files, added.bytes, diff, tol,
                        registered.state, registered)
 
 
-def _quarantine(reg: Registry, spec: str, reason: str) -> None:
+def _quarantine(reg: Registry, spec: str, detail: str) -> None:
     with reg.catalog.session() as session:
         model = find_model(session, spec)
-        model.state, model.state_reason = "quarantined", reason
-        reg.log(session, "quarantine", model.name, commit=model.revision.commit_sha, reason=reason)
+        states.quarantine(model, states.Cause.MERGE, detail)
+        reg.log(session, "quarantine", model.name, commit=model.revision.commit_sha, reason=model.state_reason)
+
+
+def _lift(reg: Registry, spec: str) -> None:
+    """The proof passed: a merge-proof quarantine of these bytes (an earlier merge's) ends."""
+    with reg.catalog.session() as session:
+        model = find_model(session, spec)
+        reason = model.state_reason
+        if states.lift(model, states.Cause.MERGE):
+            reg.log(session, "release", model.name, commit=model.revision.commit_sha, lifted=reason)
 
 
 def _record_lineage(reg: Registry, gated: Gated, name: str, commit: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from registry.catalog import states
 from registry.catalog.models import Component, File, Model, Ref, Repo, Revision
 from registry.errors import EntryNotFound, RepoNotFound, RevisionNotFound
 from registry.hashing import SHA1_RE, lfs_pointer
@@ -97,19 +98,19 @@ class Mirror:
     def served_model_count(self) -> int:
         """How many registered models this mirror serves (what `serve` says at start)."""
         with self.reg.catalog.reader() as session:
-            return session.scalar(select(func.count()).select_from(Model).where(Model.state == "registered")) or 0
+            return session.scalar(select(func.count()).select_from(Model).where(Model.state.in_(states.SERVED))) or 0
 
     # ---- visibility -------------------------------------------------------------------------
     def _visible(self, session: Session, repo_id: str) -> _Visible:
         repo_pk = session.scalars(select(Repo.id).where(Repo.repo_id == repo_id)).one_or_none()
         if repo_pk is None:
             raise RepoNotFound(f"repository {repo_id!r} is not on this mirror", details={"repo": repo_id})
-        quarantined = select(Model.revision_id).where(Model.state == "quarantined")
+        quarantined = select(Model.revision_id).where(Model.state == states.QUARANTINED)
         rows = session.execute(
             select(Revision.id, Revision.commit_sha, Model.updated_at)
             .join(Component, Component.revision_id == Revision.id)
             .join(Model, Model.id == Component.model_id)
-            .where(Revision.repo_id == repo_pk, Model.state == "registered", Revision.id.not_in(quarantined))
+            .where(Revision.repo_id == repo_pk, Model.state.in_(states.SERVED), Revision.id.not_in(quarantined))
         ).all()
         revisions: dict[str, tuple[int, dt.datetime]] = {}
         for pk, commit, at in rows:

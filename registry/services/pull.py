@@ -14,42 +14,44 @@ Nothing is recorded before every byte is proven, so a pull killed at any moment 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
 
+from registry.catalog import states
 from registry.catalog.models import Blob
 from registry.catalog.queries import find_model
 from registry.errors import (
-    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ModelNotFound, NotFound,
-    StorageError, UsageError,
+    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ModelNotFound, NotFound, UsageError,
 )
 from registry.fetch.hub import HubClient, RemoteFile, RemoteRepo
 from registry.fetch.progress import NullProgress, Progress
-from registry.formats import PICKLE_SUFFIXES, check_files
+from registry.formats import PICKLE_SUFFIXES
 from registry.hashing import SHA1_RE, blake3_file
 from registry.manifest.infer import BaseLookup, RepoView
 from registry.manifest.jsonread import expected_type, parse_json
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, first_use_note, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
-from registry.services.add import ComponentSummary
 from registry.services.context import Registry
+from registry.services.ingest import (
+    Acquired, ComponentSummary, Plan, Source, log_refusal, make_plan, selected, summaries, totals,
+)
+from registry.services.ingest import run as ingest_run
 from registry.services.manifests import choose_manifest, missing_repo_selection
-from registry.services.record import RepoSource, record_model
+from registry.services.record import RepoSource
+from registry.services.register import RegisterResult, register_after_ingest
+from registry.store import ExpectedBlob, check_blobs
 from registry.store.blobs import BlobStore, BlobWriter
 
 SMALL_JSON = 4 * 1024 * 1024  # read_json for inference fetches only small JSON files
 FLUSH_EVERY = 64 * 1024 * 1024  # large downloads are written back to disk in steps of this many bytes
-KEEP_STATES = ("registered", "quarantined")  # a re-pull of the same bytes does not undo these
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class PullResult:
     note: str = ""
     family_rule: str = ""  # "family bge-m3: colbert_linear.pt present"
     disagreements: tuple[str, ...] = ()  # where the name or a curated manifest and the files disagreed
+    ignored: tuple[str, ...] = ()    # files of the repo's tree that the manifest does not select (not pulled)
+    released: tuple[str, ...] = ()   # other models released from a blob-caused quarantine by these bytes
+    registration: RegisterResult | None = None  # how the registration step ended (ran, skipped and why)
 
 
 @dataclass
@@ -204,9 +209,11 @@ class _Downloader:
         self.stop = threading.Event()
         self._done: dict[str, tuple[str, str]] = {}  # key -> (sha256, blake3)
         self._known: dict[str, tuple[str, str]] = {}  # catalog: git oid / sha256 -> (sha256, blake3)
+        self._intact: dict[str, bool] = {}  # sha256 -> the stored blob still holds its bytes
 
     def load_known(self, files: Iterable[RemoteFile]) -> None:
         """Digests the catalog already has, so stored blobs are reused without a byte of network."""
+        files = list(files)
         oids = {f.oid for f in files if not f.lfs} - {k[4:] for k in self._known if k.startswith("git:")}
         shas = {f.sha256 for f in files if f.lfs} - set(self._known)
         if not oids and not shas:
@@ -221,6 +228,17 @@ class _Downloader:
             if git:
                 self._known[f"git:{git}"] = (sha, b3)
 
+    def check_stored(self, files: Iterable[RemoteFile]) -> None:
+        """A stored blob is reused only while it holds its bytes (a fast verify: the stat cache, else blake3),
+        so a blob that rotted in the store is fetched again and the proven copy replaces it."""
+        expected = {}
+        for f in files:
+            known = self._known.get(f.sha256 or "") if f.lfs else self._known.get(f"git:{f.oid}")
+            if known is not None and known[0] not in self._intact:
+                expected[known[0]] = ExpectedBlob(known[0], f.size, known[1])
+        for check in check_blobs(self.store, self.reg.stat_cache, list(expected.values()), deep=False):
+            self._intact[check.sha256] = check.status == "ok"
+
     def _reuse(self, file: RemoteFile) -> tuple[str, str] | None:
         if file.lfs:
             sha = file.sha256
@@ -229,11 +247,13 @@ class _Downloader:
                 return None
             if sha not in self._known:  # stored by a pull that was not recorded: its blake3 is still cheap
                 self._known[sha] = (sha, blake3_file(self.store.path_for(sha)))
-            return self._known[sha]
-        known = self._known.get(f"git:{file.oid}")
-        if known is not None and self.store.has(known[0]):
-            return known
-        return None
+                self._intact[sha] = True  # its sha256 was proven when it was stored, and nothing records it
+        known = self._known.get(file.sha256 or "") if file.lfs else self._known.get(f"git:{file.oid}")
+        if known is None or not self.store.has(known[0]):
+            return None
+        if known[0] not in self._intact:
+            self.check_stored([file])
+        return known if self._intact[known[0]] else None
 
     def fetch(self, repo: RemoteRepo, file: RemoteFile) -> LockedFile:
         """Make sure ``file``'s bytes are in the store and proven; returns its locked record."""
@@ -259,7 +279,7 @@ class _Downloader:
     def _attempt(self, repo: RemoteRepo, file: RemoteFile) -> tuple[str, str]:
         where = f"{repo.repo_id}@{repo.commit[:12]}: {file.path}"
         sink: _Sink = (_LfsSink if file.lfs else _RegularSink)(self.store, file, self.stop)
-        if isinstance(sink, _LfsSink) and sink.writer.already_present:
+        if isinstance(sink, _LfsSink) and sink.writer.already_present and self._intact.get(file.sha256 or "") is not False:
             # another process finished this blob while we waited for its lock (we still hold it, so the
             # empty partial the writer opened is ours alone to delete)
             sink.writer.abort(keep_partial=False)
@@ -306,6 +326,7 @@ class _Downloader:
 
     def fetch_all(self, wanted: list[tuple[RemoteRepo, RemoteFile]]) -> dict[tuple[str, str], LockedFile]:
         self.load_known(f for _, f in wanted)
+        self.check_stored(f for _, f in wanted)
         unique: dict[str, tuple[RemoteRepo, RemoteFile]] = {}
         for repo, f in wanted:
             unique.setdefault(_key(f), (repo, f))
@@ -367,11 +388,6 @@ def _base_lookup(client: HubClient, dl: _Downloader) -> BaseLookup:
     return lookup
 
 
-def _summaries(resolved: ResolvedManifest) -> tuple[ComponentSummary, ...]:
-    return tuple(ComponentSummary(c.role, c.repo, c.commit, len(c.files), sum(f.size for f in c.files), c.pinned)
-                 for c in resolved.components)
-
-
 def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, why: str) -> PullResult:
     """Offline: succeed only if the catalog says the model is complete and every blob is in the store."""
     spec = f"{name}@{revision}" if revision else name
@@ -387,7 +403,7 @@ def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, w
         state, commit = model.state, model.revision.commit_sha
         refs = [r.name for r in model.revision.repo.refs if r.revision_id == model.revision_id]
         resolved = ResolvedManifest.from_dict(model.manifest)
-    if state not in ("verified", "registered"):
+    if state not in states.LOADABLE:
         raise ConflictError(f"{why}, and {spec} is {state} in the catalog, not complete", details={"state": state})
     files = [f for c in resolved.components for f in c.files]
     absent = [f"{c.role}: {c.repo}/{f.path}" for c in resolved.components for f in c.files
@@ -403,7 +419,7 @@ def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, w
         family=resolved.family, inferred=resolved.inferred, manifest_source=resolved.source,
         root_digest=resolved.root_digest, endpoint=endpoint, files=len(files), bytes=sum(f.size for f in files),
         downloaded_files=0, downloaded_bytes=0, reused_files=len(files), resumed_files=0,
-        components=_summaries(resolved),
+        components=summaries(resolved),
         pickles=tuple(sorted({f.path for f in files if f.path.endswith(PICKLE_SUFFIXES)})),
         offline=True, note=f"{why}: {spec} is already complete in the store; nothing was downloaded",
     )
@@ -436,51 +452,12 @@ def _dependencies(client: HubClient, manifest: Manifest, repos: dict[str, Remote
     return selections
 
 
-def _check_pins(selections: list[Selection], locked: dict[tuple[str, str], LockedFile]) -> None:
-    """Digests the manifest pins, for files whose sha256 the tree does not publish (regular files)."""
-    bad = []
-    for sel in selections:
-        for spec in sel.component.files:
-            got = locked.get((sel.component.repo, spec.path))
-            if got is not None and spec.sha256 and got.sha256 != spec.sha256:
-                bad.append(f"{sel.component.role}: {sel.component.repo}/{spec.path}: sha256 is {got.sha256}, "
-                           f"the manifest expects {spec.sha256}")
-    if bad:
-        raise IntegrityError("files do not match the manifest's pinned digests:\n  " + "\n  ".join(bad),
-                             details={"mismatched": bad})
-
-
-def _record(reg: Registry, resolved: ResolvedManifest, sources: dict[str, RepoSource], event: dict[str, Any]) -> str:
-    """One transaction. Concurrent pulls of the same model converge: a unique-key race retries once more."""
-    from registry.catalog.models import Model
-
-    for attempt in range(4):
-        try:
-            with reg.catalog.session() as session:
-                own = sources[resolved.name]
-                existing = session.scalars(
-                    sa_select(Model).join(Model.revision).where(Model.name == resolved.name)
-                ).all()
-                state = "verified"
-                for m in existing:
-                    if m.revision.commit_sha == own.commit and m.root_digest == resolved.root_digest \
-                            and m.state in KEEP_STATES:
-                        state = m.state
-                reason = next((m.state_reason for m in existing if m.revision.commit_sha == own.commit
-                               and m.state == state == "quarantined"), None)
-                model = record_model(session, resolved, sources, state=state, reason=reason)
-                reg.log(session, "pull", resolved.name, **event, state=state)
-                return model.state
-        except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
-            if attempt == 3:
-                raise StorageError(f"recording {resolved.name} in the catalog failed: {exc.orig}") from exc
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_file: Path | str | None = None,
          endpoint: str | None = None, token: str | None = None, progress: Progress | None = None,
-         retries: int = 5, backoff: float = 1.0, workers: int = 8) -> PullResult:
+         retries: int = 5, backoff: float = 1.0, workers: int = 8, register: bool | None = False,
+         device: str = "auto") -> PullResult:
+    """Pull a model; ``register`` as in ``register_after_ingest`` (the CLI and ``registry.pull`` pass None:
+    REGISTRY_SMOKE decides)."""
     if not REPO_ID_RE.match(repo_id or ""):
         raise UsageError(f"{repo_id!r} is not a repo id like 'org/name'")
     if revision is not None and not revision.strip():
@@ -494,74 +471,87 @@ def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_f
     if not endpoint.startswith(("http://", "https://")):
         raise UsageError(f"--endpoint {endpoint!r} is not an http(s) URL")
     if settings.offline:
-        return _from_store(reg, repo_id, revision, endpoint, "offline (HF_HUB_OFFLINE is set)")
-    client = HubClient(endpoint, token or settings.token, retries=retries, backoff=backoff)
-    try:
-        own = client.repo(repo_id, revision or "main")
-    except EndpointUnreachable as exc:
-        return _from_store(reg, repo_id, revision, endpoint, f"{endpoint} is not reachable ({exc.message})")
-    try:
-        return _pull_online(reg, client, own, revision, manifest_file, progress or NullProgress(), workers)
-    except (IntegrityError, IncompleteModel) as exc:
-        reg.log_now("pull.refused", repo_id, endpoint=endpoint, commit=own.commit, error=type(exc).__name__,
-                    message=exc.message)
-        raise
+        result = _from_store(reg, repo_id, revision, endpoint, "offline (HF_HUB_OFFLINE is set)")
+    else:
+        client = HubClient(endpoint, token or settings.token, retries=retries, backoff=backoff)
+        try:
+            own = client.repo(repo_id, revision or "main")
+        except EndpointUnreachable as exc:
+            result = _from_store(reg, repo_id, revision, endpoint, f"{endpoint} is not reachable ({exc.message})")
+        else:
+            result = _pull_online(reg, client, own, revision, manifest_file, progress or NullProgress(), workers)
+    registration = register_after_ingest(reg, result.name, result.commit, register=register, device=device)
+    return dataclasses.replace(result, state=registration.state, registration=registration)
+
+
+class _UpstreamSource(Source):
+    """An upstream (the Hub or a mirror): bytes stream into the store, hashed as they arrive, and count only
+    once they match the tree's sizes and digests."""
+
+    action = "pull"
+
+    def __init__(self, reg: Registry, client: HubClient, repos: dict[str, RemoteRepo], dl: _Downloader) -> None:
+        self.reg, self.client, self.repos, self.dl = reg, client, repos, dl
+
+    def describe(self, plan: Plan) -> str:
+        return f"{plan.name}@{self.repos[plan.name].commit[:12]}"
+
+    def context(self) -> dict[str, Any]:
+        return {"endpoint": self.client.endpoint, "commit": next(iter(self.repos.values())).commit}
+
+    def acquire(self, plan: Plan) -> Acquired:
+        wanted = [(self.repos[repo], self.repos[repo].files[p]) for repo, p in selected(plan)]
+        locked = self.dl.fetch_all(wanted)
+        readable: dict[str, dict[str, Path]] = {}
+        for (repo, path), lf in locked.items():
+            readable.setdefault(repo, {})[path] = self.reg.store.path_for(lf.sha256)
+        return Acquired(locked, readable)
+
+    def locate(self, plan: Plan, locked: Mapping[tuple[str, str], LockedFile]
+               ) -> tuple[ResolvedManifest, dict[str, RepoSource]]:
+        source = f"hub:{self.client.endpoint}"
+        resolved = lock(plan.manifest, plan.selections, {r: rr.commit for r, rr in self.repos.items()}, locked,
+                        first_use_source=source)
+        return resolved, {r: RepoSource(r, rr.commit, source, () if SHA1_RE.match(rr.revision) else (rr.revision,))
+                          for r, rr in self.repos.items()}
+
+    def event(self, plan: Plan, resolved: ResolvedManifest, commit: str) -> dict[str, Any]:
+        st = self.dl.stats
+        return {"commit": commit, "revision": self.repos[plan.name].revision, "root_digest": resolved.root_digest,
+                "endpoint": self.client.endpoint, "manifest": plan.manifest.source,
+                "downloaded_files": st.downloaded_files, "downloaded_bytes": st.downloaded_bytes,
+                "reused_files": st.reused_files}
 
 
 def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: str | None,
                  manifest_file: Path | str | None, progress: Progress, workers: int) -> PullResult:
     name = own.repo_id
     dl = _Downloader(reg, client, progress, workers)
-    manifest = choose_manifest(reg.settings, name, Path(manifest_file) if manifest_file else None,
-                               list(own.files), _json_reader(dl, own), _base_lookup(client, dl))
-    pinned = _own_revision(manifest, name)
-    if pinned and pinned not in (own.revision, own.commit):
-        if revision is not None:
-            raise UsageError(f"the manifest ({manifest.source}) pins {name} at {pinned}, but --revision {revision} "
-                             f"is commit {own.commit}; drop --revision or use another manifest")
-        own = client.repo(name, pinned)
-    repos = {name: own}
-    selections = _dependencies(client, manifest, repos)
-    missing = [m for s in selections for m in s.missing]
-    if missing:
-        raise IncompleteModel(
-            f"{name}@{own.commit[:12]} does not satisfy its manifest ({manifest.source}); missing:\n  "
-            + "\n  ".join(missing),
-            missing=missing, details={"commit": own.commit, "manifest": manifest.source},
-        )
-    mismatched = [m for s in selections for m in s.mismatched]
-    if mismatched:
-        raise IntegrityError("the upstream tree contradicts the manifest:\n  " + "\n  ".join(mismatched),
-                             details={"mismatched": mismatched})
-
-    wanted = [(repos[s.component.repo], repos[s.component.repo].files[p]) for s in selections for p in s.paths]
-    locked = dl.fetch_all(wanted)
-    _check_pins(selections, locked)
-    pickles: list[str] = []
-    by_repo: dict[str, dict[str, Path]] = {}
-    for (repo, path), lf in locked.items():
-        by_repo.setdefault(repo, {})[path] = reg.store.path_for(lf.sha256)
-    for repo, files in by_repo.items():
-        pickles.extend(check_files(files, label=repo if repo != name else "").pickles)
-
-    source = f"hub:{client.endpoint}"
-    resolved = lock(manifest, selections, {r: rr.commit for r, rr in repos.items()}, locked,
-                    first_use_source=source)
-    sources = {r: RepoSource(r, rr.commit, source, () if SHA1_RE.match(rr.revision) else (rr.revision,))
-               for r, rr in repos.items()}
+    try:  # choosing the manifest and resolving dependencies fetch (small, verified) files too
+        manifest = choose_manifest(reg.settings, name, Path(manifest_file) if manifest_file else None,
+                                   list(own.files), _json_reader(dl, own), _base_lookup(client, dl))
+        pinned = _own_revision(manifest, name)
+        if pinned and pinned not in (own.revision, own.commit):
+            if revision is not None:
+                raise UsageError(f"the manifest ({manifest.source}) pins {name} at {pinned}, but --revision "
+                                 f"{revision} is commit {own.commit}; drop --revision or use another manifest")
+            own = client.repo(name, pinned)
+        repos = {name: own}
+        selections = _dependencies(client, manifest, repos)
+    except (IntegrityError, IncompleteModel) as exc:
+        log_refusal(reg, "pull", name, exc, endpoint=client.endpoint, commit=own.commit)
+        raise
+    plan = make_plan(name, manifest, selections, explicit=manifest_file is not None, own_paths=own.files)
+    done = ingest_run(reg, _UpstreamSource(reg, client, repos, dl), plan)
+    files, size = totals(done.resolved)
     st = dl.stats
-    state = _record(reg, resolved, sources, {
-        "commit": own.commit, "revision": own.revision, "root_digest": resolved.root_digest,
-        "endpoint": client.endpoint, "manifest": manifest.source, "downloaded_files": st.downloaded_files,
-        "downloaded_bytes": st.downloaded_bytes, "reused_files": st.reused_files,
-    })
-    all_files = [f for c in resolved.components for f in c.files]
     return PullResult(
-        name=name, revision=own.revision, commit=own.commit, state=state, family=resolved.family,
-        inferred=resolved.inferred, manifest_source=resolved.source, root_digest=resolved.root_digest,
-        endpoint=client.endpoint, files=len(all_files), bytes=sum(f.size for f in all_files),
-        downloaded_files=st.downloaded_files, downloaded_bytes=st.downloaded_bytes, reused_files=st.reused_files,
-        resumed_files=st.resumed_files, components=_summaries(resolved), pickles=tuple(sorted(set(pickles))),
-        note=first_use_note(resolved), family_rule=resolved.family_rule,
-        disagreements=tuple((resolved.inference or {}).get("disagreements", ())),
+        name=name, revision=own.revision, commit=own.commit, state=done.state, family=done.resolved.family,
+        inferred=done.resolved.inferred, manifest_source=done.resolved.source, root_digest=done.resolved.root_digest,
+        endpoint=client.endpoint, files=files, bytes=size, downloaded_files=st.downloaded_files,
+        downloaded_bytes=st.downloaded_bytes, reused_files=st.reused_files, resumed_files=st.resumed_files,
+        components=summaries(done.resolved), pickles=done.pickles, note=first_use_note(done.resolved),
+        family_rule=done.resolved.family_rule,
+        disagreements=tuple((done.resolved.inference or {}).get("disagreements", ())),
+        ignored=plan.ignored, released=done.released,
     )

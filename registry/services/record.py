@@ -12,8 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from registry.catalog import states
 from registry.catalog.base import utcnow
 from registry.catalog.models import Blob, Component, File, Lineage, Model, Ref, Repo, Revision
+from registry.catalog.states import VERIFIED
 from registry.errors import ConflictError
 from registry.manifest.resolve import LockedFile, ResolvedManifest
 
@@ -85,11 +87,12 @@ def record_model(
     resolved: ResolvedManifest,
     sources: Mapping[str, RepoSource],
     *,
-    state: str,
+    state: str = VERIFIED,
     reason: str | None = None,
     derived_from: Iterable[tuple[str, Revision | RepoSource]] = (),
 ) -> Model:
-    """Record (or re-record) ``resolved`` as a model at its own repo's revision."""
+    """Record (or re-record) ``resolved`` as a model at its own repo's revision, claiming ``state`` (verified
+    for an ingest, the bundle's state for an import); ``states.on_record`` decides what a re-recorded row keeps."""
     revisions = {repo: ensure_revision(session, src) for repo, src in sources.items()}
     ensure_blobs(session, (f for c in resolved.components for f in c.files))
     file_rows: dict[str, dict[str, File]] = {}
@@ -110,12 +113,9 @@ def record_model(
         select(Model).where(Model.name == resolved.name, Model.revision_id == own.id)
         .with_for_update().execution_options(populate_existing=True)
     ).one()
-    # Re-recording the very same bytes keeps a smoke-proven `registered`; anything else (new bytes,
-    # or a model quarantined earlier whose bytes were just proven again) takes the new state.
-    keep_registered = (model.state == "registered" and state == "verified"
-                       and model.root_digest == resolved.root_digest and model.manifest == manifest)
-    if not keep_registered:
-        model.state, model.state_reason = state, reason
+    # (a row this call has just inserted holds the claimed state already, and keeps it)
+    same = model.root_digest == resolved.root_digest and model.manifest == manifest
+    model.state, model.state_reason = states.on_record(model, same=same, state=state, reason=reason)
     model.family, model.inferred, model.manifest, model.root_digest = (
         resolved.family, resolved.inferred, manifest, resolved.root_digest)
     model.components.clear()

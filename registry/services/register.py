@@ -14,8 +14,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from registry.catalog import states
 from registry.catalog.models import Model, SmokeRun
-from registry.errors import ConflictError, MissingExtra, RegistryError, SmokeFailed, UsageError, VerificationFailed
+from registry.catalog.queries import find_model
+from registry.errors import (
+    BrokenExtra, ConflictError, MissingExtra, RegistryError, SmokeFailed, UsageError, VerificationFailed,
+)
 from registry.services.context import Registry
 from registry.services.load import Gated, LoadedModel, gate, instantiate, library_failure
 
@@ -82,21 +86,29 @@ def _record(reg: Registry, gated: Gated, *, passed: bool, device: str, dtype: st
                              library_versions=library_versions(), wall_ms=wall_ms, output_shapes=shapes,
                              fingerprint=fingerprint, stats=stats, error=error))
         if passed:
-            model.state, model.state_reason = "registered", None
+            lifted = model.state_reason if model.state == states.QUARANTINED else None
+            states.register(model)
             reg.log(session, "register", gated.name, commit=gated.commit, device=device, dtype=dtype,
-                    fingerprint=fingerprint)
+                    fingerprint=fingerprint, **({"lifted": lifted} if lifted else {}))
         else:
-            model.state, model.state_reason = "quarantined", f"smoke: {error}"
+            states.quarantine(model, states.Cause.SMOKE, error or "failed")
             reg.log(session, "quarantine", gated.name, commit=gated.commit, reason=model.state_reason)
         return model.state
 
 
 def register_model(reg: Registry, spec: str, *, smoke: bool = True, device: str = "auto",
-                   dtype: str = "auto") -> RegisterResult:
-    gated = gate(reg, spec)
+                   dtype: str = "auto", as_base: bool = False) -> RegisterResult:
+    """Registration runs again whenever asked: on a verified or registered model, and on a quarantined one
+    whose cause is the model's own (a pass lifts it). A merge-proof quarantine is lifted by `merge` alone."""
+    gated = gate(reg, spec, as_base=as_base, allow_quarantined=True, action="register")
+    reason = gated.reason
+    if gated.state == states.QUARANTINED and states.cause_of(reason) is states.Cause.MERGE:
+        raise ConflictError(f"{gated.label} is quarantined ({reason}); a smoke test cannot lift that: "
+                            + states.lifted_by(reason, gated.name),
+                            details={"name": gated.name, "state": gated.state, "reason": reason})
     if not smoke:
         message = (f"{gated.label} left {gated.state}: --no-smoke given, no smoke inference ran"
-                   + (" (it was registered earlier)" if gated.state == "registered" else
+                   + (" (it was registered earlier)" if gated.state == states.REGISTERED else
                       "; it is not registered until `registry register` passes a smoke test"))
         reg.log_now("register.skipped", gated.name, commit=gated.commit)
         return RegisterResult(gated.name, gated.commit, gated.state, None, None, message)
@@ -115,16 +127,17 @@ def register_model(reg: Registry, spec: str, *, smoke: bool = True, device: str 
         _record(reg, gated, passed=False, device=dev, dtype=dt, wall_ms=0.0, shapes={}, fingerprint=None,
                 stats={"check": exc.details.get("check")}, error=exc.message)
         raise SmokeFailed(f"{gated.label} quarantined: {exc.message}",
-                          details={**exc.details, "name": gated.name, "commit": gated.commit, "state": "quarantined"}
-                          ) from exc
+                          details={**exc.details, "name": gated.name, "commit": gated.commit,
+                                   "state": states.QUARANTINED}) from exc
     summary = _summary(loaded, outcome)
     stats = {"outputs": outcome.fingerprint.stats, "inputs": outcome.inputs, "load_ms": summary.load_ms,
              "first_ms": summary.first_ms, "adapter_effect": outcome.adapter_effect, "notes": list(summary.notes),
              "checks": list(summary.checks)}
     state = _record(reg, gated, passed=True, device=summary.device, dtype=summary.dtype, wall_ms=summary.wall_ms,
                     shapes=outcome.fingerprint.shapes, fingerprint=summary.fingerprint, stats=stats, error=None)
+    lifted = f" (its quarantine is lifted: {reason})" if gated.state == states.QUARANTINED else ""
     return RegisterResult(gated.name, gated.commit, state, None, summary,
-                          f"{gated.label} registered: smoke passed twice on {summary.device} {summary.dtype}")
+                          f"{gated.label} registered: smoke passed twice on {summary.device} {summary.dtype}{lifted}")
 
 
 # ---- load --check ---------------------------------------------------------------------------------
@@ -143,11 +156,12 @@ class CheckResult:
     problems: tuple[str, ...]
 
 
-def check_model(reg: Registry, spec: str, *, device: str = "auto", dtype: str = "auto") -> CheckResult:
+def check_model(reg: Registry, spec: str, *, device: str = "auto", dtype: str = "auto",
+                as_base: bool = False) -> CheckResult:
     """Re-run the smoke here and compare with the model's recorded fingerprint (tolerance by device and dtype)."""
     from registry.loaders.fingerprint import compare_stats, tolerance
 
-    gated = gate(reg, spec)
+    gated = gate(reg, spec, as_base=as_base)
     loaded, outcome = _smoke(gated, device, dtype)
     summary = _summary(loaded, outcome)
     with reg.catalog.reader() as session:
@@ -191,18 +205,41 @@ def require_match(result: CheckResult) -> CheckResult:
     return result
 
 
-def register_after_ingest(reg: Registry, spec: str, *, smoke: bool = True, device: str = "auto") -> RegisterResult:
-    """The registration step that ends ``add`` and ``pull``.
+def register_after_ingest(reg: Registry, name: str, commit: str, *, register: bool | None = None,
+                          device: str = "auto") -> RegisterResult:
+    """The registration step that ends ``add`` and ``pull`` (CLI and Python API alike).
 
-    Without the ML extras (a mirror host) no smoke can run: the model stays ``verified`` and the
-    result says how to register it later, instead of failing an ingest that itself succeeded.
-    A smoke that runs and fails still raises SmokeFailed (the model is quarantined).
+    ``register``: True runs the smoke, False stops at ``verified``, None (the default) follows
+    ``REGISTRY_SMOKE`` (on unless it is 0). A base (``base_only``) is a dependency: it stays ``verified``.
+    Without the ML extras (a mirror host) no smoke can run: the model stays ``verified`` and the message
+    says how to register it later, instead of failing an ingest that itself succeeded. A smoke that runs
+    and fails raises SmokeFailed (the model is quarantined); a library that is installed but cannot be
+    imported raises BrokenExtra (exit 12; the model stays as it was).
     """
+    spec = f"{name}@{commit}"
+    label = f"{name}@{commit[:12]}"
+    with reg.catalog.reader() as session:
+        model = find_model(session, spec)
+        state, base_only = model.state, bool(model.manifest.get("base_only"))
+    if register is False or (register is None and not reg.settings.smoke_after_ingest):
+        why = "register=False" if register is False else "REGISTRY_SMOKE=0"
+        message = (f"{label} left {state} ({'--no-smoke' if register is False else why}): no smoke inference ran; "
+                   f"run `registry register {name}` to register it")
+        return RegisterResult(name, commit, state, None, None, message)
+    if base_only:
+        from registry.services.load import base_users
+
+        users = base_users(reg, name, commit)
+        message = (f"{label} left {state}: it is a base (base_only), stored and verified as a dependency"
+                   + (f" of {', '.join(users)}" if users else "") + "; it is not registered as a model of its own "
+                   f"(`registry register {name} --as-base` does, if you mean to use the bare base)")
+        return RegisterResult(name, commit, state, None, None, message)
     try:
-        return register_model(reg, spec, smoke=smoke, device=device)
+        return register_model(reg, spec, smoke=True, device=device)
+    except BrokenExtra:
+        raise
     except MissingExtra as exc:
-        gated = gate(reg, spec)
-        message = (f"{gated.label} left {gated.state}: no smoke inference ran ({exc.message}); "
-                   f"then run `registry register {gated.name}`")
-        reg.log_now("register.skipped", gated.name, commit=gated.commit, reason="missing extra")
-        return RegisterResult(gated.name, gated.commit, gated.state, None, None, message)
+        message = (f"{label} left {state}: no smoke inference ran ({exc.message}); "
+                   f"then run `registry register {name}`")
+        reg.log_now("register.skipped", name, commit=commit, reason="missing extra")
+        return RegisterResult(name, commit, state, None, None, message)

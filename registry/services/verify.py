@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.catalog import states
 from registry.catalog.models import Blob, Component, ComponentFile, File, Model, Repo, Revision
 from registry.catalog.queries import all_models
 from registry.services.context import Registry
@@ -44,6 +45,7 @@ class VerifyReport:
     problems: tuple[FileProblem, ...]
     quarantined: tuple[str, ...]
     stray: tuple[str, ...]  # temp/partial files of interrupted writes (informational)
+    released: tuple[str, ...] = ()  # models whose blob-caused quarantine ended: every blob of theirs is intact
 
     @property
     def ok(self) -> bool:
@@ -54,6 +56,10 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
            progress: HashProgress | None = None) -> VerifyReport:
     with reg.catalog.reader() as session:
         model_keys = _model_keys(session, names)
+        blob_quarantined = [mid for mid, reason in session.execute(
+            select(Model.id, Model.state_reason).where(Model.state == states.QUARANTINED,
+                                                       Model.id.in_([mid for mid, _ in model_keys])))
+            if states.cause_of(reason) is states.Cause.BYTES]
         wanted: dict[str, ExpectedBlob] = {}
         users: dict[str, list[tuple[str, str, str]]] = {}
         files_checked = 0
@@ -77,6 +83,8 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
             if sha not in referenced:
                 problems.append(FileProblem(None, None, None, sha, "extra", "blob not referenced by the catalog"))
     quarantined = _quarantine(reg, [mid for mid, key in model_keys if key in bad_models], problems)
+    key_of_id = dict(model_keys)
+    released = _release(reg, [mid for mid in blob_quarantined if key_of_id[mid] not in bad_models])
     return VerifyReport(
         deep=deep,
         models_checked=tuple(key for _, key in model_keys),
@@ -87,6 +95,7 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
         problems=tuple(problems),
         quarantined=quarantined,
         stray=tuple(str(p) for p in reg.store.stray_files()),
+        released=released,
     )
 
 
@@ -123,10 +132,44 @@ def _quarantine(reg: Registry, model_ids: list[int], problems: list[FileProblem]
         for model in session.scalars(select(Model).where(Model.id.in_(model_ids))):
             key = model.name + "@" + model.revision.commit_sha[:12]
             mine = [p for p in problems if p.model == key]
-            reason = "verify: " + "; ".join(f"{p.repo}/{p.path} {p.problem} ({p.reason})" for p in mine[:5])
-            if model.state != "quarantined" or model.state_reason != reason:
-                model.state, model.state_reason = "quarantined", reason
-                reg.log(session, "quarantine", model.name, commit=model.revision.commit_sha, reason=reason)
+            detail = "; ".join(f"{p.repo}/{p.path} {p.problem} ({p.reason})" for p in mine[:5])
+            if states.quarantine(model, states.Cause.BYTES, detail):
+                reg.log(session, "quarantine", model.name, commit=model.revision.commit_sha, reason=model.state_reason)
             done.append(key)
     return tuple(done)
 
+
+def _release(reg: Registry, model_ids: list[int]) -> tuple[str, ...]:
+    """Lift the blob-caused quarantine of these models (every blob of theirs was just proven intact)."""
+    if not model_ids:
+        return ()
+    done = []
+    with reg.catalog.session() as session:
+        for model in session.scalars(select(Model).where(Model.id.in_(model_ids)).with_for_update()):
+            reason = model.state_reason
+            if states.lift(model, states.Cause.BYTES):
+                reg.log(session, "release", model.name, commit=model.revision.commit_sha, lifted=reason)
+                done.append(model.name + "@" + model.revision.commit_sha[:12])
+    return tuple(done)
+
+
+def release_proven(reg: Registry, shas: set[str]) -> tuple[str, ...]:
+    """Every model quarantined for its blobs that uses one of ``shas`` (blobs an ingest has just proven) is
+    released once all of its blobs pass a fast verify; returns them as ``name@commit``."""
+    if not shas:
+        return ()
+    with reg.catalog.reader() as session:
+        ids = session.scalars(
+            select(Model.id).distinct().join(Component, Component.model_id == Model.id)
+            .join(ComponentFile, ComponentFile.component_id == Component.id)
+            .join(File, File.id == ComponentFile.file_id)
+            .where(Model.state == states.QUARANTINED, File.blob_sha256.in_(sorted(shas)))
+        ).all()
+        candidates = [m.id for m in session.scalars(select(Model).where(Model.id.in_(ids)))
+                      if states.cause_of(m.state_reason) is states.Cause.BYTES]
+        rows = _model_files(session, candidates)
+    expected = {sha: ExpectedBlob(sha, size, b3) for _mid, _repo, _path, size, sha, b3 in rows}
+    intact = {c.sha256 for c in check_blobs(reg.store, reg.stat_cache, list(expected.values()), deep=False)
+              if c.status == "ok"}
+    whole = [mid for mid in candidates if all(sha in intact for m, _r, _p, _s, sha, _b in rows if m == mid)]
+    return _release(reg, whole)
