@@ -141,7 +141,7 @@ def register_flag(no_smoke: bool) -> bool | None:
 _NOTABLE = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".gguf", ".h5", ".msgpack", ".py")
 
 
-def finish_ingest(result: Any, *, json_out: bool, detail: str) -> None:
+def finish_ingest(result: Any, *, json_out: bool, detail: str, extra: dict[str, Any] | None = None) -> None:
     """The end of `add` and `pull` (registration ran in the service): notes, then the result as JSON or as a
     summary and a table."""
     for disagreement in getattr(result, "disagreements", ()):
@@ -156,7 +156,7 @@ def finish_ingest(result: Any, *, json_out: bool, detail: str) -> None:
     for key in result.released:
         note(f"note: {key} released from its quarantine: its blobs are proven again")
     if json_out:
-        emit_json(result)
+        emit_json({**jsonable(result), **jsonable(extra or {})})
         return
     echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {result.state}, family {result.family}"
          f"{' (inferred manifest)' if result.inferred else ''}")

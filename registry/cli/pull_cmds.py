@@ -9,8 +9,15 @@ import typer
 
 from registry.errors import UsageError
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry, register_flag,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry, plural, register_flag,
 )
+
+
+def check_local_dir(path: Path) -> None:
+    """--local-dir must be a new or empty folder: the registry never mixes a model into other files."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--local-dir {path} exists and is not an empty folder; remove it or choose another",
+                         details={"local_dir": str(path)})
 
 
 @app.command("pull")
@@ -23,6 +30,10 @@ def pull_cmd(
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Retries per file after a dropped connection or a 5xx.")] = 5,
     backoff: Annotated[float, typer.Option("--backoff", help="First retry delay in seconds (doubles each time).", hidden=True)] = 1.0,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Also take the model's own files matching this glob, as optional files (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave out optional files matching this glob (repeatable); a required file is never dropped.")] = None,
+    local_dir: Annotated[Optional[Path], typer.Option("--local-dir", help="Then write the model's own files into this plain folder, as `hf download --local-dir` does (recorded as a deployment).")] = None,
+    max_workers: Annotated[int, typer.Option("--max-workers", min=1, help="Files downloaded at once.")] = 8,
     insecure: Annotated[bool, typer.Option("--insecure", help="oci:// only: plain HTTP, for a registry on loopback.")] = False,
     no_smoke: NoSmokeOpt = False,
     device: DeviceOpt = "auto",
@@ -32,7 +43,8 @@ def pull_cmd(
     if repo_id.startswith("oci://"):
         from registry.cli.oci_cmds import pull_oci_cmd, refuse_hub_options
 
-        refuse_hub_options(revision=revision, endpoint=endpoint, token=token, manifest=manifest)
+        refuse_hub_options(revision=revision, endpoint=endpoint, token=token, manifest=manifest, include=include,
+                           exclude=exclude, local_dir=local_dir)
         pull_oci_cmd(repo_id, insecure=insecure, retries=retries, backoff=backoff, no_smoke=no_smoke, device=device,
                      json_out=json_out)
         return
@@ -41,12 +53,23 @@ def pull_cmd(
     from registry.cli.progress import progress_bars
     from registry.services.pull import pull
 
-    result = pull(open_registry(), repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
-                  progress=progress_bars(), retries=retries, backoff=backoff, register=register_flag(no_smoke),
-                  device=device)
+    reg = open_registry()
+    if local_dir is not None:
+        check_local_dir(local_dir)  # before any byte is fetched
+    result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
+                  progress=progress_bars(), retries=retries, backoff=backoff, workers=max_workers,
+                  register=register_flag(no_smoke), device=device, include=include or (), exclude=exclude or ())
     if result.note:
         note(result.note)
-    finish_ingest(result, json_out=json_out,
+    extra = {}
+    if local_dir is not None:
+        from registry.services.deploy import deploy
+
+        placed = deploy(reg, f"{result.name}@{result.commit}", local_dir, layout="dir", unregistered=True)
+        note(f"wrote {placed.path}: {plural(sum(r.files for r in placed.repos), 'file')} of {result.name} "
+             f"({human_size(sum(r.bytes for r in placed.repos))}), recorded as deployment {placed.deployment_id}")
+        extra["local_dir"] = placed
+    finish_ingest(result, json_out=json_out, extra=extra,
                   detail=(f"{result.files} files, {human_size(result.bytes)}; downloaded {result.downloaded_files} "
                           f"({human_size(result.downloaded_bytes)}), {result.reused_files} already in the store"
                           f"{f', {result.resumed_files} resumed' if result.resumed_files else ''}"))

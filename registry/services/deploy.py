@@ -89,7 +89,8 @@ class _Chosen:
     root_digest: str
 
 
-def _plan(reg: Registry, spec: str, as_base: bool = False) -> tuple[_Chosen, list[PlannedRepo]]:
+def _plan(reg: Registry, spec: str, as_base: bool = False, accept: tuple[str, ...] = states.SERVED
+          ) -> tuple[_Chosen, list[PlannedRepo]]:
     from registry.services.load import refuse_base
 
     with reg.catalog.reader() as session:
@@ -97,7 +98,7 @@ def _plan(reg: Registry, spec: str, as_base: bool = False) -> tuple[_Chosen, lis
         label = f"{model.name}@{model.revision.commit_sha[:12]}"
         if model.manifest.get("base_only") and not as_base:  # first: it says more than "not registered"
             raise refuse_base(reg, model.name, model.revision.commit_sha, "deploy")
-        if model.state not in states.SERVED:
+        if model.state not in accept:
             why = f" ({model.state_reason})" if model.state_reason else ""
             raise ConflictError(
                 f"{label} is {model.state}{why}; only registered models are deployed: run `registry register` first"
@@ -240,13 +241,15 @@ def _deploy_dir(target: Path, repo: PlannedRepo, mat: _Materializer) -> Deployed
 
 
 def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-cache", node: str | None = None,
-           as_base: bool = False) -> DeployResult:
+           as_base: bool = False, unregistered: bool = False) -> DeployResult:
+    """``unregistered``: also a verified model (``pull --local-dir``: a download, which needs no smoke proof);
+    a quarantined one never."""
     if layout not in LAYOUTS:
         raise UsageError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     target = Path(target).expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise UsageError(f"--target {target} is a file; give a folder", details={"target": str(target)})
-    model, planned = _plan(reg, spec, as_base)
+    model, planned = _plan(reg, spec, as_base, states.LOADABLE if unregistered else states.SERVED)
     node = node or reg.settings.host
     mat = _Materializer(reg)
     not_included: tuple[str, ...] = ()
@@ -311,7 +314,7 @@ def audit(reg: Registry, *, node: str | None = None, names: Sequence[str] = (), 
             if names and model.name not in names:
                 continue
             problems: list[tuple[str, str]] = []
-            if model.state not in states.SERVED:
+            if model.state not in accept:
                 problems.append(("not-registered", f"the model is now {model.state}"
                                  + (f": {model.state_reason}" if model.state_reason else "")))
             own = [c for c in model.components if c.revision_id == model.revision_id]

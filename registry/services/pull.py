@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from registry.fetch.hub import HubClient, RemoteFile, RemoteRepo
 from registry.fetch.progress import NullProgress, Progress
 from registry.formats import PICKLE_SUFFIXES
 from registry.hashing import SHA1_RE, blake3_file
+from registry.manifest.filters import filter_selections
 from registry.manifest.infer import BaseLookup, RepoView
 from registry.manifest.jsonread import expected_type, parse_json
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, first_use_note, lock, select
@@ -455,9 +456,9 @@ def _dependencies(client: HubClient, manifest: Manifest, repos: dict[str, Remote
 def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_file: Path | str | None = None,
          endpoint: str | None = None, token: str | None = None, progress: Progress | None = None,
          retries: int = 5, backoff: float = 1.0, workers: int = 8, register: bool | None = False,
-         device: str = "auto") -> PullResult:
+         device: str = "auto", include: Sequence[str] = (), exclude: Sequence[str] = ()) -> PullResult:
     """Pull a model; ``register`` as in ``register_after_ingest`` (the CLI and ``registry.pull`` pass None:
-    REGISTRY_SMOKE decides)."""
+    REGISTRY_SMOKE decides). ``include``/``exclude`` add or drop optional files only (manifest/filters.py)."""
     if not REPO_ID_RE.match(repo_id or ""):
         raise UsageError(f"{repo_id!r} is not a repo id like 'org/name'")
     if revision is not None and not revision.strip():
@@ -479,7 +480,8 @@ def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_f
         except EndpointUnreachable as exc:
             result = _from_store(reg, repo_id, revision, endpoint, f"{endpoint} is not reachable ({exc.message})")
         else:
-            result = _pull_online(reg, client, own, revision, manifest_file, progress or NullProgress(), workers)
+            result = _pull_online(reg, client, own, revision, manifest_file, progress or NullProgress(), workers,
+                                  include, exclude)
     registration = register_after_ingest(reg, result.name, result.commit, register=register, device=device)
     return dataclasses.replace(result, state=registration.state, registration=registration)
 
@@ -524,7 +526,8 @@ class _UpstreamSource(Source):
 
 
 def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: str | None,
-                 manifest_file: Path | str | None, progress: Progress, workers: int) -> PullResult:
+                 manifest_file: Path | str | None, progress: Progress, workers: int,
+                 include: Sequence[str] = (), exclude: Sequence[str] = ()) -> PullResult:
     name = own.repo_id
     dl = _Downloader(reg, client, progress, workers)
     try:  # choosing the manifest and resolving dependencies fetch (small, verified) files too
@@ -537,7 +540,8 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
                                  f"{revision} is commit {own.commit}; drop --revision or use another manifest")
             own = client.repo(name, pinned)
         repos = {name: own}
-        selections = _dependencies(client, manifest, repos)
+        selections = filter_selections(_dependencies(client, manifest, repos), name, own.files,
+                                       include=include, exclude=exclude)
     except (IntegrityError, IncompleteModel) as exc:
         log_refusal(reg, "pull", name, exc, endpoint=client.endpoint, commit=own.commit)
         raise
