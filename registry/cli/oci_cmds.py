@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, finish_ingest, human_size, note, open_registry
+from registry.cli.base import JsonOpt, app, echo, emit_json, finish_ingest, human_size, note, open_registry, register_flag
 
 InsecureOpt = Annotated[bool, typer.Option(
     "--insecure", help="Plain HTTP instead of HTTPS; only for a registry on loopback (127.0.0.1, ::1, localhost).")]
@@ -68,10 +68,10 @@ def pull_oci_cmd(reference: str, *, insecure: bool, retries: int, backoff: float
 
     reg = open_registry()
     result = pull_oci(reg, reference, credentials=_credentials(reference), insecure=insecure, progress=_progress(),
-                      retries=retries, backoff=backoff)
+                      retries=retries, backoff=backoff, register=register_flag(no_smoke), device=device)
     if len(result.models) > 1:
         note(f"recorded {len(result.models)} models: {', '.join(result.models)}")
-    finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
+    finish_ingest(result, json_out=json_out,
                   detail=(f"{result.reference}; {result.files} files, {human_size(result.bytes)}; downloaded "
                           f"{result.downloaded_files} ({human_size(result.downloaded_bytes)}), {result.reused_files} "
                           "already in the store"

@@ -314,7 +314,7 @@ def audit(reg: Registry, *, node: str | None = None, names: Sequence[str] = (), 
             if names and model.name not in names:
                 continue
             problems: list[tuple[str, str]] = []
-            if model.state not in accept:
+            if model.state not in states.SERVED:
                 problems.append(("not-registered", f"the model is now {model.state}"
                                  + (f": {model.state_reason}" if model.state_reason else "")))
             own = [c for c in model.components if c.revision_id == model.revision_id]

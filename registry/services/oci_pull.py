@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
 
-from registry.catalog.models import Blob, Model
+from registry.catalog import states
+from registry.catalog.models import Blob
 from registry.errors import IncompleteModel, IntegrityError, StorageError, UsageError
 from registry.fetch.progress import NullProgress, Progress
 from registry.formats import check_files
@@ -37,11 +38,12 @@ from registry.oci.reference import OciReference, parse_reference
 from registry.services.add import ComponentSummary
 from registry.services.bundle import add_smoke_runs, check_model_record
 from registry.services.context import Registry
+from registry.services.ingest import release_sharing
 from registry.services.parallel import Stopped, Tally, run_all
 from registry.services.record import RepoSource, record_model
+from registry.services.register import RegisterResult, register_after_ingest
 from registry.store.blobs import BlobStore, BlobWriter
 
-KEEP_STATES = ("registered", "quarantined")  # re-pulling the same bytes does not undo these
 MAX_CONFIG = 1024 * 1024
 
 
@@ -67,6 +69,9 @@ class OciPullResult:
     components: tuple[ComponentSummary, ...]
     pickles: tuple[str, ...]
     dependencies: tuple[str, ...]  # digests of the dependency artifacts read
+    ignored: tuple[str, ...] = ()  # an artifact holds only its model's files: nothing is left out
+    released: tuple[str, ...] = ()  # other models released from a blob-caused quarantine by these bytes
+    registration: RegisterResult | None = None  # how the registration step ended (ran, skipped and why)
 
 
 def _refuse(where: str, why: str) -> IntegrityError:
@@ -371,22 +376,17 @@ def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any]) -> s
     for attempt in range(4):
         try:
             with reg.catalog.session() as session:
-                state = "verified"
+                state = states.VERIFIED
                 for art in ordered:
                     m, resolved = art.record, art.resolved
                     assert m is not None and resolved is not None
-                    existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
-                    state, reason = "verified", None
-                    for e in existing:
-                        if e.revision.commit_sha == m["commit"] and e.root_digest == resolved.root_digest \
-                                and e.state in KEEP_STATES:
-                            state, reason = e.state, e.state_reason
                     sources = {s["repo"]: RepoSource(s["repo"], s["commit"], s["source"], tuple(s["refs"]))
                                for s in m["sources"]}
                     derived = [(l["relation"], RepoSource(l["repo"], l["commit"],
                                                           l.get("source") or event["reference"]))
                                for l in m["lineage"] if l["relation"] != "base"]
-                    model = record_model(session, resolved, sources, state=state, reason=reason, derived_from=derived)
+                    # a re-pull of the same bytes keeps what states.on_record keeps (registered, an own-fault quarantine)
+                    model = record_model(session, resolved, sources, derived_from=derived)
                     model.family = m["family"]
                     add_smoke_runs(model, m["smoke_runs"])
                     state = model.state
@@ -402,7 +402,8 @@ def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any]) -> s
 
 def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None = None, insecure: bool = False,
              workers: int = 8, progress: Progress | None = None, retries: int = 5,
-             backoff: float = 1.0) -> OciPullResult:
+             backoff: float = 1.0, register: bool | None = False, device: str = "auto") -> OciPullResult:
+    """``register`` as in ``register_after_ingest`` (the CLI passes None: REGISTRY_SMOKE decides)."""
     ref = parse_reference(reference)
     if workers < 1 or retries < 0 or backoff < 0:
         raise UsageError("workers must be at least 1; --retries and --backoff must not be negative")
@@ -431,9 +432,10 @@ def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None =
         "digest": top.parsed.digest, "blobs": sorted(needs), "downloaded_files": fetcher.stats["downloaded_files"],
         "downloaded_bytes": fetcher.stats["downloaded_bytes"]})
     resolved = top.resolved
+    released = tuple(key for art in ordered if art.resolved is not None for key in release_sharing(reg, art.resolved))
     files = [f for c in resolved.components for f in c.files]
     st = fetcher.stats
-    return OciPullResult(
+    result = OciPullResult(
         name=resolved.name, revision=str(ref), commit=top.commit, state=state, family=top.record["family"],
         inferred=resolved.inferred, manifest_source=resolved.source, root_digest=resolved.root_digest,
         reference=str(pinned), digest=top.parsed.digest, models=tuple(a.repo for a in ordered), files=len(files),
@@ -443,4 +445,6 @@ def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None =
         components=tuple(ComponentSummary(c.role, c.repo, c.commit, len(c.files), sum(f.size for f in c.files),
                                           c.pinned) for c in resolved.components),
         pickles=tuple(sorted(set(pickles))),
-        dependencies=tuple(d.digest for d in top.parsed.dependencies))
+        dependencies=tuple(d.digest for d in top.parsed.dependencies), released=released)
+    registration = register_after_ingest(reg, result.name, result.commit, register=register, device=device)
+    return dataclasses.replace(result, state=registration.state, registration=registration)
