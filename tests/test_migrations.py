@@ -15,10 +15,13 @@ from sqlalchemy import Engine, inspect, text
 
 from registry.catalog import migrate
 from registry.catalog.engine import create_catalog_engine, open_catalog
+from registry.config import migrations_dir
 from registry.errors import SchemaOutOfDate
 
+# the newest revision, whatever branch added it last (the chain is linear: test_one_head_and_a_linear_history)
+HEAD = ScriptDirectory(str(migrations_dir())).get_current_head()
 TABLES = {"repos", "revisions", "refs", "blobs", "files", "models", "components", "component_files", "lineage",
-          "smoke_runs", "deployments", "events"}
+          "smoke_runs", "deployments", "events", "signatures"}
 
 
 @pytest.fixture
@@ -95,17 +98,17 @@ def test_catalog_stamped_at_an_unknown_revision_is_refused(engine, database_url)
 def test_db_commands_on_a_fresh_catalog(cli):
     r = cli("db", "current", "--json")
     assert r.exit_code == 0, r.stderr
-    assert r.json() == {"current": None, "head": "0001", "up_to_date": False}
+    assert r.json() == {"current": None, "head": HEAD, "up_to_date": False}
     r = cli("db", "check", "--json")
     assert r.exit_code == 6 and r.json()["ok"] is False
     r = cli("db", "upgrade", "--json")
-    assert r.exit_code == 0 and r.json() == {"from": None, "to": "0001"}
+    assert r.exit_code == 0 and r.json() == {"from": None, "to": HEAD}
     r = cli("db", "check", "--json")
-    assert r.exit_code == 0 and r.json() == {"current": "0001", "head": "0001", "ok": True, "drift": []}
+    assert r.exit_code == 0 and r.json() == {"current": HEAD, "head": HEAD, "ok": True, "drift": []}
     r = cli("db", "current")
-    assert r.exit_code == 0 and "current: 0001  head: 0001" in r.stdout
+    assert r.exit_code == 0 and f"current: {HEAD}  head: {HEAD}" in r.stdout
     r = cli("db", "upgrade")  # idempotent
-    assert r.exit_code == 0 and "0001 -> 0001" in r.stdout
+    assert r.exit_code == 0 and f"{HEAD} -> {HEAD}" in r.stdout
 
 
 def test_commands_refuse_an_out_of_date_catalog_until_upgraded(cli, database_url):
@@ -150,4 +153,4 @@ def test_db_check_in_a_fresh_process(cli, registry_env):
     proc = subprocess.run([sys.executable, "-m", "registry", "db", "check", "--json"], capture_output=True, text=True,
                           env={**os.environ, **registry_env}, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout) == {"current": "0001", "head": "0001", "ok": True, "drift": []}
+    assert json.loads(proc.stdout) == {"current": HEAD, "head": HEAD, "ok": True, "drift": []}
