@@ -16,6 +16,7 @@ from registry.cli import load_cmds as _load_cmds  # noqa: F401,E402
 from registry.cli import pull_cmds as _pull_cmds  # noqa: F401,E402
 from registry.cli import gc_cmds as _gc_cmds  # noqa: F401,E402
 from registry.cli import serve_cmds as _serve_cmds  # noqa: F401,E402
+from registry.cli import sign_cmds as _sign_cmds  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

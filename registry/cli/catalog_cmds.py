@@ -10,9 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, open_registry, table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, note, open_registry, table,
 )
-from registry.errors import VerificationFailed
+from registry.cli.sign_cmds import IdentityOpt, IssuerOpt, TrustConfigOpt, keyless_signer
+from registry.errors import UsageError, VerificationFailed
 
 
 def _progress():
@@ -30,6 +31,11 @@ def add_cmd(
     name: Annotated[str, typer.Option("--name", help="The model's repo id, e.g. org/name.")],
     revision: Annotated[Optional[str], typer.Option("--revision", help="A label (ref) for this revision; default main.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
+    signature: Annotated[Optional[Path], typer.Option("--signature", help="A model_signing signature (model.sig) of the folder: checked, then recorded.")] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="With --signature: the signer's ECDSA public key (PEM).")] = None,
+    identity: IdentityOpt = None,
+    issuer: IssuerOpt = None,
+    trust_config: TrustConfigOpt = None,
     no_smoke: NoSmokeOpt = False,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -38,7 +44,19 @@ def add_cmd(
     from registry.services.add import add_folder
 
     reg = open_registry()
-    result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
+    keyless = keyless_signer(identity, issuer, trust_config)
+    if signature is None and (key is not None or keyless is not None):
+        raise UsageError("--key, --identity, --issuer and --trust-config check a --signature; give it too")
+    if signature is not None:
+        from registry.services.signing import add_signed
+
+        signed = add_signed(reg, path, name, signature, key_path=key, keyless=keyless, revision=revision,
+                            manifest_file=manifest, progress=_progress())
+        note(f"signature {signature} verified and recorded: {signed.files} files signed by "
+             f"{signed.signer[:16] if signed.method == 'key' else signed.signer}")
+        result = signed.added
+    else:
+        result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
     finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
                   detail=f"{result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
 

@@ -11,6 +11,7 @@ import typer
 from registry.cli.base import (
     DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry,
 )
+from registry.cli.sign_cmds import TrustOpt
 
 
 @app.command("pull")
@@ -22,6 +23,7 @@ def pull_cmd(
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Retries per file after a dropped connection or a 5xx.")] = 5,
     backoff: Annotated[float, typer.Option("--backoff", help="First retry delay in seconds (doubles each time).", hidden=True)] = 1.0,
+    trust: TrustOpt = None,
     no_smoke: NoSmokeOpt = False,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -30,7 +32,7 @@ def pull_cmd(
     from registry.fetch.progress import NullProgress, TqdmProgress
     from registry.services.pull import pull
 
-    reg = open_registry()
+    reg = open_registry(trust_file=trust)
     progress = TqdmProgress() if sys.stderr.isatty() else NullProgress()
     result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
                   progress=progress, retries=retries, backoff=backoff)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, note, open_registry, table
+from registry.cli.sign_cmds import TrustOpt
 
 
 @app.command("serve")
@@ -16,6 +17,7 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
     token_file: Annotated[Optional[Path], typer.Option("--token-file", help="TOML file of bearer tokens and the repo globs they may read (see docs/mirror.md).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request to stderr.")] = False,
+    trust: TrustOpt = None,
 ) -> None:
     """Serve registered models over the Hub's HTTP API (point clients at it with HF_ENDPOINT)."""
     import uvicorn
@@ -23,7 +25,7 @@ def serve_cmd(
     from registry.server import TokenPolicy, create_app
 
     policy = TokenPolicy.load(token_file) if token_file else TokenPolicy.open()
-    reg = open_registry()
+    reg = open_registry(trust_file=trust)
     note(f"serving registered models of {reg.settings.home} on http://{host}:{port} "
          f"({'tokens from ' + str(token_file) if token_file else 'no auth'}); set HF_ENDPOINT=http://{host}:{port}")
     uvicorn.run(create_app(reg, policy), host=host, port=port, log_level="warning", access_log=access_log,
@@ -52,12 +54,13 @@ def export_cmd(
 @app.command("import")
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="A bundle folder or .tar written by `registry export`.")],
+    trust: TrustOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify every byte of a bundle, then record its models (blobs already in the store are skipped)."""
     from registry.services.bundle import import_bundle
 
-    result = import_bundle(open_registry(), path)
+    result = import_bundle(open_registry(trust_file=trust), path)
     if json_out:
         emit_json(result)
         return
@@ -73,12 +76,13 @@ def deploy_cmd(
     target: Annotated[Path, typer.Option("--target", help="An HF cache root (hf-cache) or a new folder (dir).")],
     layout: Annotated[str, typer.Option("--layout", help="hf-cache (models--org--name/...) or dir (a plain folder).")] = "hf-cache",
     node: Annotated[Optional[str], typer.Option("--node", help="Node name recorded for the audit (default: this host).")] = None,
+    trust: TrustOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Materialise a registered model on this node and record the deployment."""
     from registry.services.deploy import deploy
 
-    result = deploy(open_registry(), name, target, layout=layout, node=node)
+    result = deploy(open_registry(trust_file=trust), name, target, layout=layout, node=node)
     if json_out:
         emit_json(result)
         return
@@ -87,6 +91,8 @@ def deploy_cmd(
     echo(table(["repo", "commit", "files", "size", "linked", "copied", "reused"],
                [(r.repo_id, r.commit[:12], r.files, human_size(r.bytes), r.linked, r.copied, r.reused)
                 for r in result.repos]))
+    for repo in result.signed:
+        echo(f"model.sig written for {repo} (check it with `model_signing verify key`)")
     if result.layout == "hf-cache":
         echo(f"load with: HF_HUB_OFFLINE=1 HF_HUB_CACHE={result.target}")
     for repo in result.not_included:

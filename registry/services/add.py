@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,7 +136,9 @@ def _check_other_repos_in_store(reg: Registry, selections: list[Selection], othe
 
 
 def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | None = None,
-               manifest_file: Path | None = None, progress: Progress | None = None) -> AddResult:
+               manifest_file: Path | None = None, progress: Progress | None = None,
+               approve: Callable[[ResolvedManifest], None] | None = None) -> AddResult:
+    """``approve`` (e.g. a signature check) sees the resolved model last and may refuse it: nothing is stored then."""
     if not REPO_ID_RE.match(name or ""):
         raise UsageError(f"--name {name!r} is not a repo id like 'org/name'")
     folder = scan_folder(path)
@@ -191,6 +194,8 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
         if folder.snapshot_commit is None:
             commits[name] = local_commit(resolved.root_digest)
             resolved = lock(manifest, selections, commits, locked)
+        if approve is not None:
+            approve(resolved)
         # Blobs go in place before the catalog row that claims them.
         new_blobs = 0
         for p in list(staged):

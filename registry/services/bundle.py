@@ -40,6 +40,7 @@ from registry.manifest.schema import REPO_ID_RE
 from registry.paths import check_relative_path
 from registry.services.context import Registry
 from registry.services.record import RepoSource, record_model
+from registry.services.signature_transfer import Pending, bundle_signatures, check_bundle_signatures, record_signatures
 
 FORMAT = "registry-bundle"
 VERSION = 1
@@ -152,7 +153,7 @@ def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> Ex
     index = json.dumps({
         "format": FORMAT, "version": VERSION, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "created_by": reg.settings.actor, "host": reg.settings.host, "models": models,
-        "blobs": sorted(blobs.values(), key=lambda b: b["sha256"]),
+        "blobs": sorted(blobs.values(), key=lambda b: b["sha256"]), "signatures": bundle_signatures(reg, models),
     }, indent=1, sort_keys=True).encode()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.incomplete"
@@ -373,7 +374,7 @@ def _copy_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -
         raise _refuse(entry, f"blake3 is {stored.digests.blake3}, bundle.json says {meta['blake3']} (tampered)")
 
 
-def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
+def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures: list[Pending]) -> None:
     with reg.catalog.session() as session:
         for m in models:
             existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
@@ -402,6 +403,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
                 model.smoke_runs.append(run)
             reg.log(session, "import", m["name"], commit=m["commit"], root_digest=m["root_digest"], state=m["state"],
                     bundle=str(path))
+        record_signatures(session, signatures, reg.settings.actor)
 
 
 def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
@@ -412,7 +414,9 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
         raise UsageError(f"{path}: not a folder or a .tar file")
     reader = _Reader(path)
     try:
-        models, blobs = _check_index(_read_index(reader), reader)
+        index = _read_index(reader)
+        models, blobs = _check_index(index, reader)
+        signatures = check_bundle_signatures(reg, index, models)  # and the trust policy, before any byte is stored
         written = skipped = nbytes = 0
         for sha, meta in sorted(blobs.items()):
             if reg.store.has(sha):
@@ -423,6 +427,6 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
             nbytes += meta["size"]
     finally:
         reader.close()
-    _record(reg, models, path)
+    _record(reg, models, path, signatures)
     return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
                         nbytes)

@@ -43,6 +43,8 @@ from registry.services.add import ComponentSummary
 from registry.services.context import Registry
 from registry.services.manifests import choose_manifest, missing_repo_selection
 from registry.services.record import RepoSource, record_model
+from registry.services.signature_transfer import pulled_signatures, record_pulled
+from registry.services.trust import require_trusted
 from registry.store.blobs import BlobStore, BlobWriter
 
 SMALL_JSON = 4 * 1024 * 1024  # read_json for inference fetches only small JSON files
@@ -371,6 +373,7 @@ def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, w
                 "HF_ENDPOINT) or import an offline bundle",
                 details={"name": name, "revision": revision, "endpoint": endpoint},
             ) from exc
+        require_trusted(reg, session, model, doing=f"pull; {why}")
         state, commit = model.state, model.revision.commit_sha
         refs = [r.name for r in model.revision.repo.refs if r.revision_id == model.revision_id]
         resolved = ResolvedManifest.from_dict(model.manifest)
@@ -536,11 +539,13 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
     sources = {r: RepoSource(r, rr.commit, source, () if SHA1_RE.match(rr.revision) else (rr.revision,))
                for r, rr in repos.items()}
     st = dl.stats
+    signatures = pulled_signatures(reg, client, repos, resolved)  # under a trust policy: trusted, or refused
     state = _record(reg, resolved, sources, {
         "commit": own.commit, "revision": own.revision, "root_digest": resolved.root_digest,
         "endpoint": client.endpoint, "manifest": manifest.source, "downloaded_files": st.downloaded_files,
         "downloaded_bytes": st.downloaded_bytes, "reused_files": st.reused_files,
     })
+    record_pulled(reg, name, signatures)
     all_files = [f for c in resolved.components for f in c.files]
     return PullResult(
         name=name, revision=own.revision, commit=own.commit, state=state, family=resolved.family,
