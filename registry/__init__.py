@@ -24,6 +24,8 @@ _API = {
     "verify": "registry.api:verify",
     "load": "registry.api:load",
     "register": "registry.api:register",
+    "sign": "registry.api:sign",
+    "verify_signature": "registry.api:verify_signature",
 }
 
 __all__ = sorted(_API)

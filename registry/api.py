@@ -38,6 +38,21 @@ def pull(repo_id: str, *, revision: str | None = None, endpoint: str | None = No
                  endpoint=endpoint, token=token, retries=retries, backoff=backoff)
 
 
+def sign(name: str, key: str | Path, *, registry: Registry | None = None, settings: Settings | None = None) -> Any:
+    """An OpenSSF model-signing signature of the model, from the catalog's digests; returns a ``SignResult``."""
+    from registry.services.signing import sign_model
+
+    return sign_model(_registry(registry, settings), name, key)
+
+
+def verify_signature(name: str, *, key: str | Path | None = None, deep: bool = False,
+                     registry: Registry | None = None, settings: Settings | None = None) -> Any:
+    """Check the model's signature by ``key`` (or by the trust policy's signers); raises SignatureError otherwise."""
+    from registry.services.signing import verify_model_signature
+
+    return verify_model_signature(_registry(registry, settings), name, key_path=key, deep=deep)
+
+
 def load(name: str, device: str = "auto", *, dtype: str = "auto", registry: Registry | None = None,
          settings: Settings | None = None) -> tuple[Any, Any]:
     """The ready model (eval, no grad, checked) and its processor or tokenizer, through the registry's gate."""

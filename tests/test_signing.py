@@ -248,3 +248,15 @@ def test_deploy_of_an_unsigned_model_writes_no_model_sig(cli, reg, tmp_path):
     r = cli("deploy", REPO, "--target", target, "--layout", "dir", "--json")
     assert r.exit_code == 0 and r.json()["signed"] == [] and not (target / "model.sig").exists()
     shutil.rmtree(target)
+
+
+def test_the_python_api(reg, tmp_path, keys):
+    import registry
+    from registry.errors import SignatureError
+
+    add_registered(reg, make_tiny_repo(tmp_path / "m", big=False), REPO)
+    signed = registry.sign(REPO, keys.private, registry=reg)
+    checked = registry.verify_signature(REPO, key=keys.public, deep=True, registry=reg)
+    assert (checked.signer, checked.root_digest, checked.blobs_hashed) == (keys.fingerprint, signed.root_digest, 6)
+    with pytest.raises(SignatureError, match="no signature by"):
+        registry.verify_signature(REPO, key=make_keys(tmp_path / "o", "o").public, registry=reg)

@@ -35,7 +35,8 @@ def upgrade() -> None:
     sa.CheckConstraint('files > 0', name=op.f('ck_signatures_files_positive')),
     sa.ForeignKeyConstraint(['revision_id'], ['revisions.id'], name=op.f('fk_signatures_revision_id_revisions'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_signatures')),
-    sa.UniqueConstraint('revision_id', 'signer', name=op.f('uq_signatures_revision_id_signer'))
+    sa.UniqueConstraint('revision_id', 'signer', name=op.f('uq_signatures_revision_id_signer')),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('signatures', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_signatures_revision_id'), ['revision_id'], unique=False)

@@ -252,6 +252,8 @@ class Signature(Base):
         CheckConstraint(_in("method", SIGNATURE_METHODS), name="method"),
         hex_check("root_digest", 64, "root_digest_hex"),
         CheckConstraint("files > 0", name="files_positive"),
+        # never reuse an id (SQLite would reuse the highest after a delete): caches key on it
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -67,7 +67,8 @@ def verify_signature_cmd(
     issuer: IssuerOpt = None,
     trust_config: TrustConfigOpt = None,
     trust: TrustOpt = None,
-    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash the blobs and compare with what was signed.")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash the blobs and compare with what was signed.")
+                    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a model's signature (by --key, a Sigstore identity, or any signer the trust policy trusts) against the
@@ -77,8 +78,9 @@ def verify_signature_cmd(
     result = verify_model_signature(open_registry(trust_file=trust), name, key_path=key,
                                     keyless=keyless_signer(identity, issuer, trust_config), deep=deep)
     if json_out:
-        emit_json({"ok": True, **{k: v for k, v in vars(result).items()}})
+        emit_json({"ok": True, **vars(result)})
         return
     how = f"; --deep: {result.blobs_hashed} blobs re-hashed ({human_size(result.bytes_hashed)})" if result.deep else ""
-    echo(f"{result.name}@{result.commit[:12]}: signature by {result.signer[:16] if result.method == 'key' else result.signer} "
+    signer = result.signer[:16] if result.method == "key" else result.signer
+    echo(f"{result.name}@{result.commit[:12]}: signature by {signer} "
          f"({result.method}) verifies: {result.files} files, root digest {result.root_digest}{how}")

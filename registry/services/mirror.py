@@ -6,6 +6,9 @@ every request, so a quarantine on one replica of a fleet hides the revision on a
 
 What is cached per process is only what cannot change: a commit's files (a commit's bytes never change),
 keyed by (repo, commit, path). Refs, visibility and states are never cached.
+
+Signatures (services/trust.py): a revision with a model-signing signature over exactly its files lists and serves
+``model.sig`` as one more regular file; with a trust policy in force, only models it trusts are visible.
 """
 
 from __future__ import annotations

@@ -176,6 +176,13 @@ def open_keyless(cand: Candidate, signer: SigstoreSigner, label: str) -> Stateme
     return oms.parse_statement(payload_type, payload, label)
 
 
+def open_signature(cand: Candidate, key: PublicKey | None, keyless: SigstoreSigner | None, label: str) -> Statement:
+    if key is not None:
+        return open_with_key(cand, key, label)
+    assert keyless is not None
+    return open_keyless(cand, keyless, label)
+
+
 def _mismatch(label: str, what: str, problems: Iterable[str], hint: str = "") -> SignatureError:
     problems = list(problems)
     return SignatureError(f"{label} does not match {what}:\n  " + "\n  ".join(problems) + (f"\n{hint}" if hint else ""),
@@ -271,7 +278,7 @@ def verify_model_signature(reg: Registry, spec: str, *, key_path: Path | str | N
                                      details={"name": model.name, "signer": wanted})
             cand = candidate_of(row)
             where = f"{label}'s signature by {short(row.signer)}"
-            statement = open_with_key(cand, key, where) if key is not None else open_keyless(cand, keyless, where)  # type: ignore[arg-type]
+            statement = open_signature(cand, key, keyless, where)
             problems = oms.compare(statement, files, exact=True)
             if problems:
                 raise _mismatch(where, f"the catalog's files of {label}", problems)
@@ -319,7 +326,7 @@ def add_signed(reg: Registry, path: Path | str, name: str, signature: Path | str
     cand = Candidate("key" if key else "sigstore", key.fingerprint if key else keyless.name,  # type: ignore[union-attr]
                      read_signature_file(signature), label)
     try:
-        statement = open_with_key(cand, key, label) if key is not None else open_keyless(cand, keyless, label)  # type: ignore[arg-type]
+        statement = open_signature(cand, key, keyless, label)
     except SignatureError as exc:
         reg.log_now("add.refused", name, path=str(path), signature=label, message=exc.message)
         raise

@@ -37,7 +37,8 @@ class Proof:
 
 class TrustGate:
     """A loaded policy and what it has proven. Thread-safe; what it caches is immutable: a catalog row's verdict
-    under this policy (rows are never updated), and a model's verdict for one set of rows and one root digest."""
+    under this policy (rows are never updated, and their ids never reused), and a model's verdict for one set of
+    rows and one root digest."""
 
     def __init__(self, policy: TrustPolicy) -> None:
         self.policy = policy
@@ -57,8 +58,9 @@ class TrustGate:
                 hit = self._rows.get(cand.row_id)
             if hit is not None:
                 return hit
-        verdict: tuple[Statement, str, str] | str = (f"{cand.origin}: its signer {short(cand.signer) or '(unnamed)'} is not "
-                                                f"trusted for {repo_id}")
+        signer_name = short(cand.signer) or "(unnamed)"
+        verdict: tuple[Statement, str, str] | str = f"{cand.origin}: its signer {signer_name} is not trusted for " \
+                                                    f"{repo_id}"
         # A candidate that does not name its signer (an old bundle without a key hint) is tried with each one.
         if cand.method == "key":
             for key in self.policy.keys_for(repo_id):

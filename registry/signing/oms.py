@@ -315,7 +315,8 @@ def compare(statement: Statement, files: Mapping[str, FileDigests], *, exact: bo
         have = files.get(name)
         if have is None:
             if exact:
-                problems.append(f"{name}: signed, but not among the model's files (removed or renamed after signing, or left out by its manifest?)")
+                problems.append(f"{name}: signed, but not among the model's files (removed or renamed after "
+                                "signing, or left out by its manifest?)")
             continue
         if have.by(statement.hash_type) != signed[name]:
             problems.append(f"{name}: changed after signing (signed {statement.hash_type} {signed[name]}, "
