@@ -260,3 +260,19 @@ def test_the_python_api(reg, tmp_path, keys):
     assert (checked.signer, checked.root_digest, checked.blobs_hashed) == (keys.fingerprint, signed.root_digest, 6)
     with pytest.raises(SignatureError, match="no signature by"):
         registry.verify_signature(REPO, key=make_keys(tmp_path / "o", "o").public, registry=reg)
+
+
+def test_an_encrypted_key_takes_its_password_from_the_environment(cli, reg, tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    add_registered(reg, make_tiny_repo(tmp_path / "m", big=False), REPO)
+    key = tmp_path / "locked.pem"
+    key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"s3cret")))
+    r = cli("sign", REPO, "--key", key)
+    assert r.exit_code == 2 and "encrypted" in r.stderr and "REGISTRY_KEY_PASSWORD" in r.stderr
+    monkeypatch.setenv("REGISTRY_KEY_PASSWORD", "wrong")
+    assert cli("sign", REPO, "--key", key).exit_code == 2
+    monkeypatch.setenv("REGISTRY_KEY_PASSWORD", "s3cret")
+    assert cli("sign", REPO, "--key", key).exit_code == 0 and signature_count(reg) == 1
