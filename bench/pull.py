@@ -6,7 +6,11 @@ threaded http.server using sendfile). Each client runs in its own child process,
 times each; the child's peak RSS and CPU come from wait4(). Both start from an empty store/cache; the
 registry's catalog is created before timing (a user's catalog already exists).
 
-    python bench/pull.py [--size-mib 1024] [--small 200] [--rounds 5] [--data DIR]
+    python bench/pull.py [--size-mib 1024] [--small 200] [--rounds 5] [--data DIR] [--server hubsim|olah]
+
+``--server olah`` serves the same repo from a real Olah (tests/olah_helpers.py: a git-LFS clone in its
+``mirrors-path``, offline) instead: both clients then pay Olah's costs (it reads each file into memory and
+re-hashes an LFS object on every HEAD), so the ratio says what each client adds on top of a slow mirror.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.hubsim import HubSim  # noqa: E402
+from tests.olah_helpers import Olah, mirror_repo  # noqa: E402
 
 REPO = "bench-org/big-model"
 
@@ -56,6 +62,27 @@ def build_repo(folder: Path, size_mib: int, small: int) -> None:
         (extra / f"part-{i:03d}.json").write_text(json.dumps({"i": i, "pad": "x" * (1024 * (1 + i % 32))}))
 
 
+def start_server(kind: str, repo_dir: Path, data: Path) -> tuple[str, str, Callable[[], None]]:
+    """(URL, description, stop) of the server the clients pull from."""
+    if kind == "hubsim":
+        sim = HubSim()
+        sim.add_repo(REPO, repo_dir)
+        sim.start()
+        return sim.url, "hubsim (tests/hubsim.py, sendfile)", sim.stop
+    import olah  # noqa: F401  (the 'test' extra)
+    from importlib.metadata import version
+
+    work = Path(tempfile.mkdtemp(prefix="bench-olah-", dir=data))
+    mirror_repo(work, work / "mirrors", REPO, repo_dir)
+    server = Olah(work, work / "mirrors").start(ready_repo=REPO)
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    return server.url, f"Olah {version('olah')} offline, git-LFS clone in mirrors-path", stop
+
+
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, float]:
     """(wall seconds, peak RSS bytes, CPU seconds user+system) of one child process."""
     t0 = time.perf_counter()
@@ -76,6 +103,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", type=Path, default=ROOT / "bench" / "_data" / "pull")
+    ap.add_argument("--server", choices=["hubsim", "olah"], default="hubsim")
     args = ap.parse_args()
 
     repo_dir = args.data / "repo"
@@ -87,9 +115,7 @@ def main() -> None:
     total = sum(p.stat().st_size for p in repo_dir.rglob("*") if p.is_file())
     files = sum(1 for p in repo_dir.rglob("*") if p.is_file())
 
-    sim = HubSim()
-    sim.add_repo(REPO, repo_dir)
-    sim.start()
+    url, server, stop_server = start_server(args.server, repo_dir, args.data)
     base_env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(ROOT)}
     for k in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN"):
         base_env.pop(k, None)
@@ -101,17 +127,17 @@ def main() -> None:
             home = work / "home"
             env = {**base_env, "REGISTRY_HOME": str(home), "REGISTRY_DATABASE_URL": f"sqlite:///{home}/catalog.db"}
             subprocess.run([sys.executable, "-m", "registry", "list"], env=env, check=True, capture_output=True)
-            ours.append(run_child([sys.executable, "-m", "registry", "pull", REPO, "--no-smoke", "--endpoint", sim.url,
+            ours.append(run_child([sys.executable, "-m", "registry", "pull", REPO, "--no-smoke", "--endpoint", url,
                                    "--manifest", str(manifest), "--json"], env))
             shutil.rmtree(home)
 
             cache = work / "hf-cache"
             code = ("import sys; from huggingface_hub import snapshot_download; "
-                    f"snapshot_download({REPO!r}, endpoint={sim.url!r}, cache_dir={str(cache)!r})")
+                    f"snapshot_download({REPO!r}, endpoint={url!r}, cache_dir={str(cache)!r})")
             theirs.append(run_child([sys.executable, "-c", code], base_env))
             shutil.rmtree(cache)
     finally:
-        sim.stop()
+        stop_server()
         shutil.rmtree(work, ignore_errors=True)
 
     def mbps(wall: float) -> float:
@@ -123,7 +149,7 @@ def main() -> None:
     import huggingface_hub
 
     print(f"repo: {files} files, {total / 2**20:.0f} MiB; {args.rounds} rounds each, median wall; "
-          f"huggingface_hub {huggingface_hub.__version__}")
+          f"huggingface_hub {huggingface_hub.__version__}; server: {server}")
     print(f"{'client':<44} {'wall s':>7} {'MB/s':>7} {'CPU s':>6} {'peak RSS MB':>12}")
     print(f"{'registry pull (sha256+blake3+git sha1)':<44} {o_wall:7.2f} {mbps(o_wall):7.0f} {o_cpu:6.2f} "
           f"{o_rss / 1e6:12.0f}")

@@ -238,17 +238,9 @@ def start_ours(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
 
 
 def start_olah(python: str, work: Path, mirrors: Path, port: int, log: Path) -> subprocess.Popen:
-    conf = work / "olah.toml"
-    conf.write_text(f"""[basic]
-host = "127.0.0.1"
-port = {port}
-mirror-netloc = "127.0.0.1:{port}"
-mirror-lfs-netloc = "127.0.0.1:{port}"
-repos-path = "{work / 'olah-repos'}"
-mirrors-path = ["{mirrors}"]
-[accessibility]
-offline = true
-""")
+    from tests.olah_helpers import write_config
+
+    conf = write_config(work, mirrors, port)
     cli = Path(python).parent / "olah-cli"
     return subprocess.Popen([str(cli), "-c", str(conf)], cwd=work, stdout=log.open("w"), stderr=subprocess.STDOUT)
 

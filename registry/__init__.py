@@ -13,7 +13,6 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
 
 # public name -> "module:attribute" (resolved lazily)
 _API = {
@@ -26,12 +25,37 @@ _API = {
     "register": "registry.api:register",
     "sign": "registry.api:sign",
     "verify_signature": "registry.api:verify_signature",
+    # the frozen results the functions return
+    "AddResult": "registry.services.add:AddResult",
+    "PullResult": "registry.services.pull:PullResult",
+    "VerifyReport": "registry.services.verify:VerifyReport",
+    "RegisterResult": "registry.services.register:RegisterResult",
+    "ModelSummary": "registry.services.listing:ModelSummary",
+    "ModelDetail": "registry.services.listing:ModelDetail",
+    "ExportResult": "registry.services.bundle:ExportResult",
+    "ImportResult": "registry.services.bundle:ImportResult",
+    "DeployResult": "registry.services.deploy:DeployResult",
+    "AuditReport": "registry.services.deploy:AuditReport",
+    "GcResult": "registry.services.gc:GcResult",
+    "MergeResult": "registry.services.merge:MergeResult",
+    "SignResult": "registry.services.signing:SignResult",
+    "SignatureCheck": "registry.services.signing:SignatureCheck",
 }
+# the exception tree (registry/errors.py): each class carries its CLI exit code
+_ERRORS = ("RegistryError", "UsageError", "InvalidPath", "ManifestError", "NotFound", "ModelNotFound", "RepoNotFound",
+           "RevisionNotFound", "EntryNotFound", "CatalogNotFound", "IncompleteModel", "IntegrityError", "FormatError",
+           "SchemaOutOfDate", "UpstreamError", "EndpointUnreachable", "AuthError", "ConflictError", "StorageError",
+           "SmokeFailed", "MissingExtra", "VerificationFailed", "SignatureError")
+_API.update({name: f"registry.errors:{name}" for name in _ERRORS})
 
-__all__ = sorted(_API)
+__all__ = sorted([*_API, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from registry.config import package_version
+
+        return package_version()
     target = _API.get(name)
     if target is None:
         raise AttributeError(f"module 'registry' has no attribute {name!r}")

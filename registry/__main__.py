@@ -1,5 +1,5 @@
 import sys
 
-from registry.cli.app import main
+from registry.cli.entry import main
 
 sys.exit(main())

@@ -85,3 +85,13 @@ def migrations_dir() -> Path:
 
 def alembic_ini() -> Path:
     return _package_or_repo_dir("_alembic.ini", "alembic.ini")
+
+
+def package_version() -> str:
+    """The installed package's version (pyproject.toml is the one place it is written)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("registry")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

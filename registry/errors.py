@@ -11,7 +11,8 @@ turns exceptions into exit codes. Messages say what was wrong and what to do abo
     │   ├── ModelNotFound
     │   ├── RepoNotFound
     │   ├── RevisionNotFound
-    │   └── EntryNotFound
+    │   ├── EntryNotFound
+    │   └── CatalogNotFound                the Postgres database in REGISTRY_DATABASE_URL does not exist
     ├── IncompleteModel                exit 4  a required role/file is missing; lists each one
     ├── IntegrityError                 exit 5  bytes that do not match their published digest or size
     │   ├── FormatError                        safetensors/index/pickle problems
@@ -84,6 +85,12 @@ class EntryNotFound(NotFound):
     kind = "entry-not-found"
 
 
+class CatalogNotFound(NotFound):
+    """The catalog database named by REGISTRY_DATABASE_URL does not exist."""
+
+    kind = "catalog-not-found"
+
+
 class IncompleteModel(RegistryError):
     """A required component is missing. ``details["missing"]`` lists ``"role: path"`` strings."""
 
@@ -149,27 +156,25 @@ class MissingExtra(RegistryError):
     exit_code = 12
     kind = "missing-extra"
 
+    # what each extra brings, and README's install spelling (torch's CPU wheel first, everything pinned)
+    EXTRAS: ClassVar[dict[str, str]] = {"ml": "torch, transformers, peft, sentence-transformers",
+                                        "colpali": "colpali-engine", "bge": "FlagEmbedding"}
+    INSTALL: ClassVar[str] = ("pip install -c .ci/constraints.txt torch==2.13.0 && "
+                              "pip install -c .ci/constraints.txt -e '.[{extra}]'")
+
     @classmethod
     def for_module(cls, module: str, extra: str) -> "MissingExtra":
+        brings = cls.EXTRAS.get(extra, module)
         return cls(
-            f"this needs the optional package {module!r}, which is not installed; "
-            f"install it with: pip install torch==2.13.0 && pip install 'registry[{extra}]'",
-            details={"module": module, "extra": extra},
+            f"this needs the {extra!r} extra ({brings}), and {module!r} is not installed here; "
+            f"install it as README does: {cls.INSTALL.format(extra=extra)}",
+            details={"module": module, "extra": extra, "install": cls.INSTALL.format(extra=extra)},
         )
 
 
 class VerificationFailed(RegistryError):
     exit_code = 1
     kind = "verification"
-
-
-EXIT_CODES: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (
-        UsageError, NotFound, IncompleteModel, IntegrityError, SchemaOutOfDate, UpstreamError,
-        AuthError, ConflictError, StorageError, SmokeFailed, MissingExtra, VerificationFailed,
-    )
-}
 
 
 class EndpointUnreachable(UpstreamError):

@@ -121,18 +121,26 @@ class CliResult:
         return json.loads(self.stdout)
 
 
+def run_in_process(*args: str) -> CliResult:
+    """``registry ARGS`` in this process (the environment must already point at the test registry)."""
+    from registry.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)  # main() sets process-wide switches (HF_HUB_DISABLE_PROGRESS_BARS): undo them
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli(registry_env):
     """Run ``registry ARGS`` in-process against the test registry."""
-    from registry.cli.app import main
 
-    def run(*args: str) -> CliResult:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(a) for a in args])
-        return CliResult(code, out.getvalue(), err.getvalue())
-
-    return run
+    return run_in_process
 
 
 # ---- writing small model files without torch ----------------------------------------------------

@@ -10,15 +10,24 @@ It imitates huggingface.co for the puller's tests (it is not `registry serve`):
   with a wrong one), no ``X-Repo-Commit`` (a non-Hub endpoint), the connection dropped at a byte
   offset (N times or always), Range ignored, a throttle (slow upstream), extra tree entries with
   unsafe paths, LFS downloads redirected to a same-host "CDN" that carries no Hub headers, an API
-  answering HTML, and queued error statuses (5xx) for a file's next GETs.
+  answering HTML, and queued error statuses (5xx) for a file's next GETs;
+- what other servers do differently (each has a pull test in tests/test_pull_servers.py): headers sent
+  on HEAD but not on GET (Olah sends no ``X-Repo-Commit`` and no ``ETag`` on GET), an ``X-Repo-Commit``
+  that contradicts the revision API, HEAD answered 405, redirects (302/307) to a CDN on another host
+  (``HubSim.start_cdn``: a second server, on 127.0.0.2, that refuses an Authorization header as S3
+  refuses one beside a signed URL), opaque tree cursors (as the Hub's), and Xet-backed files (``xetHash``
+  in the tree, ``X-Xet-*`` headers and ``rel="xet-auth"`` on /resolve, bytes on the LFS-compatible
+  route through the CDN, a ``/xet-read-token`` that has no CAS behind it).
 
-Every request is logged in ``HubSim.requests`` (method, path, Range header) for assertions.
+Every request is logged in ``HubSim.requests`` (method, path, Range header) and ``HubSim.authorizations``
+(path, Authorization header) for assertions.
 Run standalone: ``python -m tests.hubsim ORG/NAME=FOLDER ... [--port N] [--throttle BYTES_PER_S]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -54,6 +63,11 @@ class SimFile:
     def etag(self) -> str:
         return self.sha256 if self.lfs else self.oid
 
+    @property
+    def xet_hash(self) -> str:
+        # A stand-in of the right shape (64 hex): the real one is a Merkle hash only a Xet CAS can serve.
+        return hashlib.sha256(b"xet\0" + self.sha256.encode()).hexdigest()
+
 
 @dataclass
 class SimRepo:
@@ -73,8 +87,16 @@ class Faults:
     throttle: float | None = None  # bytes per second for every body
     extra_tree: list[dict] = field(default_factory=list)  # raw entries appended to every tree
     cdn_redirect: bool = False  # LFS GETs: 302 to /cdn/<sha256> (Hub headers only on the 302)
+    cdn_url: str | None = None  # the CDN's base URL when it is another server (HubSim.start_cdn)
+    redirect_status: int = 302  # the Hub answers 302; some mirrors and object stores 307
+    cdn_refuses_token: bool = False  # /cdn answers 400 to an Authorization header (S3 with a signed URL)
     api_html: bool = False  # the API answers 200 text/html (a web server, not a Hub)
     fail_status: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # next answers for a file GET
+    wrong_repo_commit: str | None = None  # /resolve answers claim this X-Repo-Commit
+    head_only: set[str] = field(default_factory=set)  # headers /resolve sends on HEAD but not on GET
+    head_status: int | None = None  # HEAD /resolve answers this (405: a server that only knows GET)
+    redirect_loop: bool = False  # LFS GETs on /resolve redirect to themselves
+    xet: bool = False  # LFS files are Xet-backed: xetHash in the tree, X-Xet-* on /resolve, bytes via the CDN
 
 
 def _commit_for(repo_id: str, files: dict[str, SimFile], salt: str) -> str:
@@ -89,6 +111,8 @@ class HubSim:
         self.repos: dict[str, SimRepo] = {}
         self.faults = Faults()
         self.requests: list[tuple[str, str, str | None]] = []
+        self.authorizations: list[tuple[str, str | None]] = []  # (path, Authorization header) per request
+        self.host = "127.0.0.1"
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -127,10 +151,11 @@ class HubSim:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
-    def start(self, port: int = 0) -> "HubSim":
-        server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> "HubSim":
+        self.host = host
+        server = ThreadingHTTPServer((host, port), _Handler)
         server.daemon_threads = True
         server.sim = self  # type: ignore[attr-defined]
         self._server = server
@@ -147,12 +172,26 @@ class HubSim:
     def __enter__(self) -> "HubSim":
         return self.start()
 
+    def start_cdn(self, host: str = "127.0.0.2", status: int = 302) -> "HubSim":
+        """A second server, on another host, that serves this one's LFS objects under /cdn/ (and Xet-backed
+        ones under /xet-bridge-us/), as cdn-lfs.hf.co and cas-bridge.xethub.hf.co do for huggingface.co.
+        LFS answers of this server then redirect there with ``status``. The caller stops it."""
+        cdn = HubSim()
+        cdn.repos = self.repos  # the same objects, and repos added later too
+        cdn.faults.cdn_refuses_token = True
+        cdn.start(host=host)
+        self.faults.cdn_redirect = True
+        self.faults.cdn_url = cdn.url
+        self.faults.redirect_status = status
+        return cdn
+
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def log(self, method: str, path: str, rng: str | None) -> None:
+    def log(self, method: str, path: str, rng: str | None, authorization: str | None = None) -> None:
         with self._lock:
             self.requests.append((method, path, rng))
+            self.authorizations.append((path, authorization))
 
     def gets(self, path_suffix: str) -> list[tuple[str, str, str | None]]:
         """GET requests whose path ends with ``path_suffix``."""
@@ -242,16 +281,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._route()
 
     def _route(self) -> None:
-        self.sim.log(self.command, self.path, self.headers.get("Range"))
+        self.sim.log(self.command, self.path, self.headers.get("Range"), self.headers.get("Authorization"))
         parts = urlsplit(self.path)
         raw, query = parts.path, parse_qs(parts.query)
         try:
             if raw == "/api/agent-harnesses":
                 self._json({"standardEnvVars": [], "harnesses": {}})
-            elif raw.startswith("/cdn/"):
-                self._cdn(raw[len("/cdn/"):])
+            elif raw.startswith(("/cdn/", "/xet-bridge-us/")):
+                self._cdn(raw.rsplit("/", 1)[1])
             elif not self._auth_ok():
                 return
+            elif "/xet-read-token/" in raw:
+                # The Hub answers with a token for its Xet CAS, which no on-prem mirror can reach
+                # (huggingface_hub#4475); a client that gets here has taken the Xet path.
+                self._error(404, None, "hubsim has no Xet CAS: fetch over the LFS-compatible /resolve route")
             elif raw.startswith("/api/models/"):
                 self._api(raw[len("/api/models/"):], query)
             elif "/resolve/" in raw:
@@ -322,19 +365,24 @@ class _Handler(BaseHTTPRequestHandler):
             e: dict = {"type": "file", "path": f.path, "oid": f.oid, "size": f.size}
             if f.lfs:
                 e["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": 134}
+                if self.sim.faults.xet:
+                    e["xetHash"] = f.xet_hash
             entries.append(e)
         if path and not entries:
             return self._error(404, "EntryNotFound", f"{path} does not exist", {"X-Repo-Commit": commit})
         entries.extend(self.sim.faults.extra_tree)
         page = self.sim.page_size
-        cursor = int(query.get("cursor", ["0"])[0])
+        cursor = _decode_cursor(query.get("cursor", [""])[0])
+        if cursor is None:
+            return self._error(400, None, "Invalid cursor")
         chunk = entries[cursor:cursor + page]
         headers = {}
         if cursor + page < len(entries):
             base = f"{self.sim.url}/api/models/{repo_id}/tree/{quote(rev, safe='')}"
             if path:
                 base += "/" + quote(path, safe="")
-            headers["Link"] = f'<{base}?recursive={str(recursive).lower()}&expand=false&cursor={cursor + page}>; rel="next"'
+            headers["Link"] = (f'<{base}?recursive={str(recursive).lower()}&expand=false'
+                               f'&cursor={quote(_encode_cursor(cursor + page), safe="")}>; rel="next"')
         self._json(chunk, headers)
 
     def _resolve(self, repo_id: str, rev: str, path: str) -> None:
@@ -343,24 +391,46 @@ class _Handler(BaseHTTPRequestHandler):
             return
         _, commit, files = found
         faults = self.sim.faults
-        hub_headers = {} if faults.no_repo_commit else {"X-Repo-Commit": commit}
+        if faults.head_status is not None and self.command == "HEAD":
+            return self._send(faults.head_status, b"", {"Allow": "GET"})
+        hub_headers = {} if faults.no_repo_commit else {"X-Repo-Commit": faults.wrong_repo_commit or commit}
         f = files.get(path)
         if f is None:
             return self._error(404, "EntryNotFound", f"{path} does not exist", hub_headers)
         hub_headers.update({"ETag": f'"{f.etag}"', "X-Linked-Etag": f'"{f.etag}"', "X-Linked-Size": str(f.size)})
+        if faults.xet and f.lfs:
+            token_route = f"{self.sim.url}/api/models/{repo_id}/xet-read-token/{commit}"
+            hub_headers.update({"X-Xet-Hash": f.xet_hash, "X-Xet-Refresh-Route": token_route,
+                                "Link": f'<{token_route}>; rel="xet-auth"'})
+        if self.command == "GET":
+            for name in faults.head_only:
+                hub_headers.pop(name, None)
         pending = faults.fail_status.get((repo_id, path))
         if pending and self.command == "GET":
             return self._error(pending.pop(0), None, "upstream trouble", hub_headers)
-        if faults.cdn_redirect and f.lfs and self.command == "GET":
-            hub_headers["Location"] = f"/cdn/{f.sha256}"
-            return self._send(302, b"", hub_headers)
+        if faults.redirect_loop and f.lfs and self.command == "GET":
+            return self._send(302, b"", {**hub_headers, "Location": f"{self.path}?X-Amz-Signature=s3cret"})
+        # The Hub redirects HEADs too, with its headers on the 3xx; a same-host "CDN" only gets the GETs, since
+        # huggingface_hub 2.x follows a same-origin HEAD redirect and then wants Hub headers on the CDN's answer.
+        if (faults.cdn_redirect or faults.xet) and f.lfs and (self.command == "GET" or faults.cdn_url):
+            target = f"/xet-bridge-us/{hashlib.sha1(repo_id.encode()).hexdigest()}/{f.xet_hash}" if faults.xet \
+                else f"/cdn/{f.sha256}"
+            if faults.cdn_url:
+                target = f"{faults.cdn_url}{target}?X-Amz-Expires=3600&X-Amz-Signature={os.urandom(8).hex()}"
+            hub_headers["Location"] = target
+            return self._send(faults.redirect_status, b"", hub_headers)
         self._body(f, hub_headers, (repo_id, path))
 
-    def _cdn(self, sha256: str) -> None:
+    def _cdn(self, digest: str) -> None:
+        """An object by its sha256 (/cdn/) or its Xet hash (/xet-bridge-us/): no Hub headers, no token."""
+        if self.sim.faults.cdn_refuses_token and self.headers.get("Authorization"):
+            return self._error(400, None, "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+                                          "parameter, Signature query string parameter or the Authorization "
+                                          "header should be specified")
         for repo in self.sim.repos.values():
             for files in repo.commits.values():
                 for f in files.values():
-                    if f.lfs and f.sha256 == sha256:
+                    if f.lfs and digest in (f.sha256, f.xet_hash):
                         key = next(((repo.repo_id, p) for p, g in files.items() if g is f), (repo.repo_id, f.path))
                         return self._body(f, {}, key)
         self._error(404, None, "no such object")
@@ -414,6 +484,21 @@ class _Handler(BaseHTTPRequestHandler):
             if faults.throttle:
                 self.wfile.flush()
                 time.sleep(len(chunk) / faults.throttle)
+
+
+def _encode_cursor(offset: int) -> str:
+    # Opaque, as the Hub's cursors are: a client must follow the Link, not count entries itself.
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int | None:
+    if not cursor:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(cursor.encode()))["offset"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return offset if isinstance(offset, int) and offset >= 0 else None
 
 
 def _read(path: Path, start: int, length: int) -> Iterator[bytes]:

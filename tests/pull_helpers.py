@@ -5,8 +5,6 @@ Names live under ``test-org/`` so no curated manifest in manifests/ applies to t
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, make_bert_like, write_json, write_safetensors
+from tests.conftest import CliResult, make_bert_like, run_in_process, write_json, write_safetensors
 from tests.hubsim import HubSim
 
 ADAPTER = "test-org/tiny-lora"
@@ -91,12 +89,7 @@ def hub(tmp_path) -> Iterator[HubSim]:
 
 def run_cli(*args: str) -> CliResult:
     """``registry ARGS`` in-process (the environment must already point at the test registry)."""
-    from registry.cli.app import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return CliResult(code, out.getvalue(), err.getvalue())
+    return run_in_process(*args)
 
 
 def pull_process(env: dict[str, str], *args: str, wrap: list[str] | None = None) -> subprocess.Popen:

@@ -86,7 +86,7 @@ def test_cli_export_import_and_bad_inputs(cli, source, target, tmp_path):
     r = cli("export", "acme/base", "--output", out, "--json")
     assert r.exit_code == 0, r.stderr
     assert r.json()["models"][0]["name"] == "acme/base"
-    assert cli("export", "acme/base", "--output", out).exit_code == 9  # never overwrites
+    assert cli("export", "acme/base", "--output", out).exit_code == 2  # never overwrites: a bad --output, not a catalog conflict
     assert cli("export", "acme/absent", "--output", tmp_path / "x").exit_code == 3
     assert not (tmp_path / "x").exists()
     set_state(source, "acme/base", "quarantined", "bad smoke")
@@ -243,7 +243,7 @@ def test_export_refuses_busy_output_and_leaves_nothing(source, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ConflictError):
+    with pytest.raises(UsageError, match="already exists"):
         export_bundle(source, ["acme/base"], out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     with pytest.raises(UsageError):

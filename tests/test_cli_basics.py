@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import make_bert_like
 
 ADD_KEYS = {"name", "commit", "revision", "state", "family", "inferred", "manifest_source", "root_digest", "files",
-            "bytes", "new_blobs", "components", "pickles"}
+            "bytes", "new_blobs", "components", "pickles", "family_rule", "disagreements"}
 SUMMARY_KEYS = {"name", "commit", "refs", "family", "state", "state_reason", "inferred", "root_digest", "files",
                 "bytes", "created_at"}
 ERROR_KEYS = {"error", "kind", "message", "exit_code", "details"}
@@ -45,7 +45,9 @@ def test_json_keys_are_stable(cli, tmp_path):
     [listed] = cli("list", "--json").json()["models"]
     assert set(listed) == SUMMARY_KEYS
     shown = cli("show", "acme/tiny", "--json").json()
-    assert set(shown) == {"summary", "manifest_source", "components", "lineage", "smoke_runs"}
+    assert set(shown) == {"summary", "manifest_source", "components", "lineage", "smoke_runs", "family_rule",
+                          "disagreements", "first_use", "first_use_source"}
+    assert shown["family_rule"].startswith("family transformers: config.json")
     assert set(shown["summary"]) == SUMMARY_KEYS
     assert set(shown["components"][0]) == {"role", "repo", "commit", "required", "pinned", "files"}
     assert set(shown["components"][0]["files"][0]) == {"path", "size", "sha256", "blake3", "git_oid", "lfs"}

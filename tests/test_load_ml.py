@@ -61,6 +61,10 @@ def test_check_catches_a_node_whose_outputs_differ(reg, cli, minilm_dir):
     assert r.exit_code == 1
     assert "embeddings.sample: values differ beyond tolerance" in r.stdout
     assert "differ from the recorded run (cpu float32) beyond tolerance" in r.stderr
+    j = cli("load", MINILM, "--check", "--json")  # one JSON document: the check result, not the error after it
+    assert j.exit_code == 1
+    doc = j.json()
+    assert doc["ok"] is False and doc["problems"] and "error" not in doc
 
 
 def test_register_in_bfloat16_records_the_dtype(reg, cli, minilm_dir):
@@ -79,7 +83,7 @@ def test_adapter_is_applied_over_the_pinned_base(reg, cli, tmp_path, bert_models
     assert r.exit_code == 0, r.stderr
     smoke = r.json()["smoke"]
     assert smoke["adapter_effect"] > 0  # the adapted output differs from the base's
-    assert f"base acme/base@{base.commit} loaded with no missing or unexpected weights" in smoke["checks"]
+    assert f"base acme/base@{base.commit} loaded as BertModel with no missing or unexpected weights" in smoke["checks"]
     import registry
 
     model, _tok = registry.load("acme/adapter", registry=reg)

@@ -182,6 +182,6 @@ def test_lock_and_the_resolved_form(tmp_path):
     data = resolved.to_dict()
     assert data["root_digest"] == resolved.root_digest and data["schema"] == 1
     assert set(data) == {"schema", "name", "family", "inferred", "source", "description", "expected_missing_keys",
-                         "smoke", "components", "root_digest"}
+                         "smoke", "components", "root_digest", "inference", "first_use", "first_use_source"}
     again = ResolvedManifest.from_dict(data)
     assert again == resolved and again.root_digest == resolved.root_digest

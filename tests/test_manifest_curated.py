@@ -72,7 +72,11 @@ def test_bge_m3_needs_both_heads_and_one_weight_format():
         "sparse_linear.pt": "45c93804d2142b8f6d7ec6914ae23a1eee9c6a1d27d83d908a20d2afb3595ad9"}
     assert all(c.required for c in m.by_role("head"))
     all_paths = {f.path for c in m.components for f in c.files}
-    assert "model.safetensors" in all_paths and "pytorch_model.bin" not in all_paths
+    # the public tree holds the pickle and no safetensors: the pickle, pinned by its published sha256
+    assert "pytorch_model.bin" in all_paths and "model.safetensors" not in all_paths
+    assert files_of(m, "weights")["pytorch_model.bin"].sha256 == (
+        "b5e0ce3470abf5ef3831aa1bd5553b486803e83251590ab7ff35a117cf6aad38")
+    assert {c.revision for c in m.components} == {"520193ca9759c165dfb9b6bdb1edf8b43cff8455"}
     assert not any(p.startswith("onnx/") for p in all_paths)
     assert "sentencepiece.bpe.model" in files_of(m, "tokenizer")
 

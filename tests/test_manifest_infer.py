@@ -7,12 +7,17 @@ from typing import Any
 import pytest
 
 from registry.errors import ManifestError
-from registry.manifest.infer import infer_manifest, is_ignored
+from registry.manifest.infer import RepoView, infer_manifest, is_ignored
 
 
-def infer(files: dict[str, Any], name: str = "acme/x"):
-    """``files`` maps path -> parsed JSON (for the JSON files inference reads) or None."""
-    return infer_manifest(name, list(files), lambda p: files.get(p))
+def infer(files: dict[str, Any], name: str = "acme/x", bases: dict[str, dict[str, Any]] | None = None):
+    """``files`` maps path -> parsed JSON (for the JSON files inference reads) or None; ``bases`` maps a
+    base repo id to its files, as the catalog or the endpoint would show it."""
+    def lookup(repo: str, revision: str | None) -> RepoView | None:
+        base = (bases or {}).get(repo)
+        return None if base is None else RepoView(repo, tuple(base), lambda p: base.get(p))
+
+    return infer_manifest(name, list(files), lambda p: files.get(p), lookup)
 
 
 def roles(m) -> dict[str, list[str]]:
@@ -29,25 +34,47 @@ def test_inferred_manifests_are_marked():
     assert all(c.repo == "acme/x" and c.required for c in m.components)
 
 
+COLQWEN2_BASE = {"config.json": {"architectures": ["ColQwen2"], "model_type": "qwen2_vl"},
+                 "model.safetensors.index.json": {"weight_map": {"a": "model-00001-of-00002.safetensors",
+                                                                 "b": "model-00002-of-00002.safetensors"}},
+                 "model-00001-of-00002.safetensors": None, "model-00002-of-00002.safetensors": None}
+
+
 def test_adapter_means_adapter_plus_base_from_base_model_name_or_path():
     m = infer({"adapter_config.json": {"base_model_name_or_path": "vidore/colqwen2-base"},
                "adapter_model.safetensors": None, "tokenizer.json": None, "preprocessor_config.json": None,
-               "checkpoint-3694/optimizer.pt": None, "checkpoint-3694/adapter_model.safetensors": None})
+               "checkpoint-3694/optimizer.pt": None, "checkpoint-3694/adapter_model.safetensors": None},
+              bases={"vidore/colqwen2-base": COLQWEN2_BASE})
     assert m.family == "colqwen2"
+    assert m.inference.rule == "adapter-base-architecture"
+    assert "config.json architectures is ColQwen2" in m.inference.reason
     r = roles(m)
     assert r["adapter"] == ["adapter_config.json", "adapter_model.safetensors"]
     [base] = m.by_role("base")
     assert base.repo == "vidore/colqwen2-base" and base.required and not base.pinned_commit
+    # the base's listing is known: exactly its config and every shard its index names
+    assert [f.path for f in base.files] == ["config.json", "model.safetensors.index.json",
+                                            "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert r["tokenizer"] == ["tokenizer.json"] and r["processor"] == ["preprocessor_config.json"]
     assert m.smoke.image is not None  # a processor means the smoke test feeds an image
     assert not any(p.startswith("checkpoint-") for ps in r.values() for p in ps)
 
 
-def test_adapter_family_follows_the_base():
+def test_adapter_family_follows_the_base_config_never_its_name():
     m = infer({"adapter_config.json": {"base_model_name_or_path": "google/gemma-2b"}, "adapter_model.bin": None})
     assert m.family == "peft" and roles(m)["adapter"] == ["adapter_config.json", "adapter_model.bin"]
-    assert infer({"adapter_config.json": {"base_model_name_or_path": "vidore/colpaligemma-3b-pt-448-base"},
-                  "adapter_model.safetensors": None}).family == "colpali"
+    # a base named like anything at all, whose config says ColQwen2 / ColPali
+    assert infer({"adapter_config.json": {"base_model_name_or_path": "acme/my-base"},
+                  "adapter_model.safetensors": None}, bases={"acme/my-base": COLQWEN2_BASE}).family == "colqwen2"
+    pali = {"config.json": {"architectures": ["ColPali"]}, "model.safetensors": None}
+    assert infer({"adapter_config.json": {"base_model_name_or_path": "acme/b"}, "adapter_model.safetensors": None},
+                 bases={"acme/b": pali}).family == "colpali"
+    # a name that says colqwen2 over a plain base: the files win, and the disagreement is reported
+    plain = {"config.json": {"architectures": ["Qwen2ForCausalLM"]}, "model.safetensors": None}
+    m = infer({"adapter_config.json": {"base_model_name_or_path": "vidore/colqwen2-base"},
+               "adapter_model.safetensors": None}, name="acme/colqwen2-ft", bases={"vidore/colqwen2-base": plain})
+    assert m.family == "peft"
+    assert m.inference.disagreements and "suggests family colqwen2" in m.inference.disagreements[0]
 
 
 @pytest.mark.parametrize("cfg, words", [
@@ -72,7 +99,7 @@ def test_index_means_every_shard_it_names():
 
 
 def test_index_without_a_weight_map_is_refused():
-    with pytest.raises(ManifestError, match="no weight_map") as info:
+    with pytest.raises(ManifestError, match="weight_map: missing or empty") as info:
         infer({"model.safetensors.index.json": {"metadata": {}}, "config.json": {}})
     assert info.value.details["key"] == "weight_map"
 
@@ -96,18 +123,36 @@ def test_modules_json_means_the_module_folders():
     st = [c for c in m.components if c.note == "sentence-transformers modules"][0]
     assert [f.path for f in st.files] == ["1_Pooling/config.json", "2_Dense/config.json", "2_Dense/model.safetensors",
                                           "modules.json", "sentence_bert_config.json"]
-    with pytest.raises(ManifestError, match="modules.json is not a list"):
+    with pytest.raises(ManifestError, match="modules.json: the top level is a dict, not a list"):
         infer({"modules.json": {"0": "x"}, "config.json": {}})
 
 
-def test_linear_pt_files_are_heads_and_both_heads_mean_bge_m3():
+def test_bge_m3_heads_and_one_head_brings_both():
     m = infer({"config.json": {}, "model.safetensors": None, "colbert_linear.pt": None, "sparse_linear.pt": None,
                "sentencepiece.bpe.model": None, "onnx/model.onnx": None, "pytorch_model.bin": None})
     assert m.family == "bge-m3"
     assert roles(m)["head"] == ["colbert_linear.pt", "sparse_linear.pt"]
     assert roles(m)["tokenizer"] == ["sentencepiece.bpe.model"]
-    one = infer({"config.json": {}, "model.safetensors": None, "colbert_linear.pt": None})
-    assert roles(one)["head"] == ["colbert_linear.pt"] and one.family == "transformers"
+    for head in ("colbert_linear.pt", "sparse_linear.pt"):
+        one = infer({"config.json": {}, "model.safetensors": None, head: None}, name="acme/renamed-finetune")
+        assert one.family == "bge-m3" and one.inference.reason == f"{head} present"
+        assert roles(one)["head"] == ["colbert_linear.pt", "sparse_linear.pt"]  # the missing one is required
+
+
+BGE_M3_CONFIG = {"architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta", "max_position_embeddings": 8194,
+                 "hidden_size": 1024}
+
+
+def test_a_bge_m3_encoder_without_heads_needs_both_heads():
+    m = infer({"config.json": BGE_M3_CONFIG, "model.safetensors": None, "modules.json": [{"path": ""}]})
+    assert m.family == "bge-m3" and m.inference.rule == "bge-m3-config"
+    assert roles(m)["head"] == ["colbert_linear.pt", "sparse_linear.pt"]
+    # a reranker built on the same encoder is another architecture: no heads
+    reranker = dict(BGE_M3_CONFIG, architectures=["XLMRobertaForSequenceClassification"])
+    assert infer({"config.json": reranker, "model.safetensors": None}).family == "transformers"
+    # XLM-R of the usual length is not bge-m3
+    assert infer({"config.json": dict(BGE_M3_CONFIG, max_position_embeddings=514),
+                  "model.safetensors": None}).family == "transformers"
 
 
 def test_auto_map_means_code_files():
@@ -118,8 +163,11 @@ def test_auto_map_means_code_files():
     m = infer({"config.json": cfg, "model.safetensors": None, "configuration_cogvlm.py": None,
                "modeling_cogvlm.py": None, "visual.py": None, "util.py": None})
     assert m.family == "remote-code"
-    assert roles(m)["code"] == ["configuration_cogvlm.py", "modeling_cogvlm.py", "tokenization_x.py", "util.py",
-                                "visual.py"]
+    own, other = m.by_role("code")
+    assert [f.path for f in own.files] == ["configuration_cogvlm.py", "modeling_cogvlm.py", "tokenization_x.py",
+                                           "util.py", "visual.py"]
+    # auto_map's "org/repo--module.Class" runs code from another repo: that repo's file is required too
+    assert other.repo == "other/repo" and [f.path for f in other.files] == ["modeling_other.py"]
     assert m.expected_missing_keys == (r".*rotary_emb\.inv_freq$",)
 
 

@@ -14,12 +14,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from registry.catalog import migrate
-from registry.catalog.engine import create_catalog_engine, open_catalog
-from registry.config import migrations_dir
+from registry.catalog.engine import SCHEMA_HEAD, create_catalog_engine, open_catalog
 from registry.errors import SchemaOutOfDate
 
-# the newest revision, whatever branch added it last (the chain is linear: test_one_head_and_a_linear_history)
-HEAD = ScriptDirectory(str(migrations_dir())).get_current_head()
 TABLES = {"repos", "revisions", "refs", "blobs", "files", "models", "components", "component_files", "lineage",
           "smoke_runs", "deployments", "events", "signatures"}
 
@@ -42,6 +39,11 @@ def test_one_head_and_a_linear_history(engine):
     assert script.get_bases() == ["0001"]
     for rev in script.walk_revisions():
         assert rev.branch_labels == set() and not rev.is_merge_point
+
+
+def test_the_fast_schema_gate_knows_the_head(engine):
+    """open_catalog compares against a constant instead of asking alembic: it must be the real head."""
+    assert SCHEMA_HEAD == migrate.head_revision(engine)
 
 
 def test_upgrade_from_empty_then_no_drift(engine):
@@ -98,17 +100,17 @@ def test_catalog_stamped_at_an_unknown_revision_is_refused(engine, database_url)
 def test_db_commands_on_a_fresh_catalog(cli):
     r = cli("db", "current", "--json")
     assert r.exit_code == 0, r.stderr
-    assert r.json() == {"current": None, "head": HEAD, "up_to_date": False}
+    assert r.json() == {"current": None, "head": SCHEMA_HEAD, "up_to_date": False}
     r = cli("db", "check", "--json")
     assert r.exit_code == 6 and r.json()["ok"] is False
     r = cli("db", "upgrade", "--json")
-    assert r.exit_code == 0 and r.json() == {"from": None, "to": HEAD}
+    assert r.exit_code == 0 and r.json() == {"from": None, "to": SCHEMA_HEAD}
     r = cli("db", "check", "--json")
-    assert r.exit_code == 0 and r.json() == {"current": HEAD, "head": HEAD, "ok": True, "drift": []}
+    assert r.exit_code == 0 and r.json() == {"current": SCHEMA_HEAD, "head": SCHEMA_HEAD, "ok": True, "drift": []}
     r = cli("db", "current")
-    assert r.exit_code == 0 and f"current: {HEAD}  head: {HEAD}" in r.stdout
+    assert r.exit_code == 0 and f"current: {SCHEMA_HEAD}  head: {SCHEMA_HEAD}" in r.stdout
     r = cli("db", "upgrade")  # idempotent
-    assert r.exit_code == 0 and f"{HEAD} -> {HEAD}" in r.stdout
+    assert r.exit_code == 0 and f"{SCHEMA_HEAD} -> {SCHEMA_HEAD}" in r.stdout
 
 
 def test_commands_refuse_an_out_of_date_catalog_until_upgraded(cli, database_url):
@@ -153,4 +155,27 @@ def test_db_check_in_a_fresh_process(cli, registry_env):
     proc = subprocess.run([sys.executable, "-m", "registry", "db", "check", "--json"], capture_output=True, text=True,
                           env={**os.environ, **registry_env}, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert json.loads(proc.stdout) == {"current": HEAD, "head": HEAD, "ok": True, "drift": []}
+    assert json.loads(proc.stdout) == {"current": SCHEMA_HEAD, "head": SCHEMA_HEAD, "ok": True, "drift": []}
+
+
+def test_two_commands_on_a_new_home_take_turns_at_the_first_migration(registry_env, tmp_path):
+    """Commands started together on a fresh home all succeed: the first migrates, the others wait for it."""
+    env = {**os.environ, **registry_env}
+    procs = [subprocess.Popen([sys.executable, "-m", "registry", "list", "--json"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    for code, out, err in results:
+        assert code == 0, err
+        assert json.loads(out) == {"models": []}
+
+
+def test_a_missing_postgres_database_is_not_found_not_disk_full(cli, monkeypatch):
+    from tests.conftest import PG_ADMIN_URL, PG_AVAILABLE
+
+    if not PG_AVAILABLE:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    monkeypatch.setenv("REGISTRY_DATABASE_URL", PG_ADMIN_URL.rsplit("/", 1)[0] + "/registry_no_such_db_4c1f")
+    r = cli("list")
+    assert r.exit_code == 3, r.stderr
+    assert "registry_no_such_db_4c1f" in r.stderr and "does not exist" in r.stderr and "createdb" in r.stderr
+    assert "disk" not in r.stderr and "Traceback" not in r.stderr

@@ -46,11 +46,14 @@ def test_401_and_403_name_hf_token(cli, reg, hub, monkeypatch):
     assert res.exit_code == 0, dump(res)
 
 
-def test_endpoint_without_x_repo_commit_is_not_hub_compatible(cli, reg, hub):
-    hub.faults.no_repo_commit = True
-    res = cli("pull", SHARDED, "--endpoint", hub.url)
-    assert res.exit_code == 7 and "X-Repo-Commit" in res.stderr and "HF_ENDPOINT" in res.stderr
+def test_x_repo_commit_contradicting_the_resolved_commit_fails(cli, reg, hub):
+    # A missing X-Repo-Commit is fine (tests/test_pull_servers.py); one naming another commit is not.
+    hub.faults.wrong_repo_commit = "0" * 40
+    res = cli("pull", SHARDED, "--endpoint", hub.url, "--json")
+    assert res.exit_code == 7 and res.json()["error"] == "UpstreamError", dump(res)
+    assert "0" * 40 in res.stderr and hub.repos[SHARDED].refs["main"] in res.stderr and "X-Repo-Commit" in res.stderr
     _nothing_recorded(reg)
+    assert store_files(reg) == []
 
 
 def test_endpoint_answering_html_is_not_hub_compatible(cli, reg, hub):

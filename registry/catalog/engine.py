@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import SchemaOutOfDate, StorageError
+from registry.errors import CatalogNotFound, RegistryError, SchemaOutOfDate, StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "registry_read_only"
@@ -68,28 +68,76 @@ class Catalog:
             yield session
 
 
+# The migrations' head. Checked on every command with one query against this constant (alembic is slow to
+# import); tests/test_migrations.py asserts it equals alembic's head, so a new migration must update it.
+SCHEMA_HEAD = "0003"  # 0003_signatures (issue 13); relink when merging other migrations
+
+
 def open_catalog(url: str, *, migrate_fresh: bool = True) -> Catalog:
     """Open the catalog; a fresh database is migrated, an out-of-date one refused."""
-    from registry.catalog import migrate  # alembic is slow to import; only here
-
     engine = create_catalog_engine(url)
     try:
+        if _stamped_revision(engine) != SCHEMA_HEAD:
+            _check_or_migrate(engine, migrate_fresh=migrate_fresh)
+    except OperationalError as exc:
+        raise _unreachable(engine, exc) from exc
+    return Catalog(engine)
+
+
+def _stamped_revision(engine: Engine) -> str | None:
+    """The revision the catalog is stamped with, or None when it has no alembic_version table (yet)."""
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except (OperationalError, ProgrammingError) as exc:
+        if _is_missing_table(exc):
+            return None
+        raise
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "no such table" in text or "does not exist" in text and "relation" in text
+
+
+def _check_or_migrate(engine: Engine, *, migrate_fresh: bool) -> None:
+    """The slow path: migrate a fresh catalog, or explain why this one is refused.
+
+    Runs under a lock so that two commands starting at once on a new home take turns: the second one
+    waits, then finds the schema at head instead of a half-created one.
+    """
+    from registry.catalog import migrate  # alembic is slow to import; only here
+
+    with migrate.first_use_lock(engine):
         current = migrate.current_revision(engine)
         head = migrate.head_revision(engine)
+        if current == head:
+            return  # another process migrated it while we waited
         if current is None and migrate.is_empty(engine) and migrate_fresh:
             migrate.upgrade(engine)
-        elif current is not None and current != head and not migrate.known_revision(engine, current):
+        elif current is not None and not migrate.known_revision(engine, current):
             raise SchemaOutOfDate(
                 f"the catalog schema is at revision {current!r}, which this registry does not know (was it migrated "
                 f"by a newer registry?); upgrade this registry's package, then run: registry db upgrade",
                 details={"current": current, "head": head},
             )
-        elif current != head:
+        else:
             raise SchemaOutOfDate(
                 f"the catalog schema is at {current or 'base (no tables)'}, this registry needs {head}; "
                 "run: registry db upgrade",
                 details={"current": current, "head": head},
             )
-    except OperationalError as exc:
-        raise StorageError(f"cannot open the catalog at {engine.url.render_as_string()}: {exc.orig}") from exc
-    return Catalog(engine)
+
+
+def _unreachable(engine: Engine, exc: OperationalError) -> RegistryError:
+    """A catalog that cannot be opened: a missing Postgres database is not found (3), the rest storage (10)."""
+    where = engine.url.render_as_string()
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    database = engine.url.database
+    if engine.dialect.name == "postgresql" and database and f'database "{database}" does not exist' in reason:
+        return CatalogNotFound(
+            f"the catalog database {database!r} does not exist on {engine.url.host or 'localhost'}: create it "
+            f"(createdb {database}) or point REGISTRY_DATABASE_URL at an existing one",
+            details={"url": where})
+    return StorageError(f"cannot open the catalog at {where}: {reason}; check REGISTRY_DATABASE_URL and that the "
+                        "database server is running", details={"url": where})

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from typing import Annotated
 
-from registry.cli.base import app, emit_json
+import typer
+
+from registry.cli.base import app, echo, emit_json
+from registry.cli.progress import set_quiet, silence_library_bars
+from registry.config import package_version
 from registry.errors import RegistryError
 
 # Each module registers its commands on `app`.
@@ -19,10 +24,35 @@ from registry.cli import serve_cmds as _serve_cmds  # noqa: F401,E402
 from registry.cli import sign_cmds as _sign_cmds  # noqa: F401,E402
 
 
+# An unexpected exception is a bug in the registry, not a finding: its own code (sysexits' EX_SOFTWARE),
+# never 1, which means "verify found problems".
+BUG_EXIT_CODE = 70
+
+
+@app.callback(invoke_without_command=True)
+def _global_options(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, help="Print the registry's version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Print tracebacks of errors (also REGISTRY_DEBUG=1).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no notes on stderr; errors still print.")] = False,
+) -> None:
+    """A model artifact registry: complete, verified models, pulled, loaded, served and audited."""
+    if version:
+        echo(f"registry {package_version()}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is read before parsing: a parse-time failure should show its traceback too
     debug = "--debug" in args or os.environ.get("REGISTRY_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
+    # like --debug, --quiet is taken wherever it stands (`registry pull X --quiet` as `hf download X --quiet`)
+    set_quiet("--quiet" in args or "-q" in args)
+    silence_library_bars()
+    args = [a for a in args if a not in ("--debug", "--quiet", "-q")]
     want_json = "--json" in args
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2 through SystemExit;
@@ -34,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     except RegistryError as exc:
         if debug:
             traceback.print_exc()
-        if exc.details.get("reported"):
-            return exc.exit_code  # the command already printed its report
         if want_json:
             emit_json(exc.to_dict())
         print(f"registry: error: {exc.message}", file=sys.stderr)
@@ -43,6 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("registry: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clear line and exit 70
+        if debug:
+            traceback.print_exc()
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        if want_json:
+            emit_json({"error": "InternalError", "kind": "bug", "message": detail, "exit_code": BUG_EXIT_CODE,
+                       "details": {}})
+        print(f"registry: internal error ({detail}): this is a bug in the registry; rerun with --debug "
+              f"(registry --debug {' '.join(args)}) and report the traceback", file=sys.stderr)
+        return BUG_EXIT_CODE
+
 
 if __name__ == "__main__":
     sys.exit(main())

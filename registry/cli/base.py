@@ -6,19 +6,32 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 
 from registry.config import Settings
+from registry.errors import RegistryError
+
+
+def _flag_display_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """typer 0.29 labels every flag ``<bool>`` in --help; a flag takes no value, so show none."""
+    if self.is_flag:
+        return None
+    return _option_display_type(self, ctx)
+
+
+_option_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_display_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="registry",
     help="A model artifact registry: complete, verified models, pulled, loaded, served and audited.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -26,9 +39,17 @@ db_app = typer.Typer(help="Catalog schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with stable keys on stdout.")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Whole digests and commits, and no column shortened to fit 100 columns.")]
+
+
+def exit_reported(error: type[RegistryError]) -> NoReturn:
+    """End a command whose report (table or JSON) is already printed, with the exit code of ``error``:
+    main() then prints nothing more, so ``--json`` output stays one document."""
+    raise typer.Exit(error.exit_code)
 
 
 def open_registry(**overrides: Any):  # -> Registry (imported lazily: keeps `--help` fast)
+    """The registry from the environment; ``overrides`` (e.g. ``trust_file`` from --trust) win when not None."""
     from registry.services.context import Registry
 
     return Registry.open(Settings.from_env(**overrides))
@@ -63,11 +84,35 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 model", "2 models": counts read as English."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+_NUMERIC = re.compile(r"^-?[\d,]+(\.\d+)?( [kMGT]?B| ms| s)?$")
+TABLE_WIDTH = 100
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, wide: bool = False) -> str:
+    """A plain-text table: numbers and sizes right-aligned, and (unless ``wide``) at most TABLE_WIDTH columns,
+    the widest text column shortened with an ellipsis."""
+    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    columns = range(len(headers))
+    numeric = [bool(cells) and all(_NUMERIC.match(r[i]) for r in cells if r[i]) for i in columns]
+    widths = [max([len(str(headers[i]))] + [len(r[i]) for r in cells]) for i in columns]
+    while not wide and sum(widths) + 2 * (len(widths) - 1) > TABLE_WIDTH:
+        i = max((i for i in columns if not numeric[i]), key=lambda i: widths[i], default=None)
+        if i is None or widths[i] <= max(12, len(str(headers[i]))):
+            break
+        widths[i] -= 1
+
+    def fit(text: str, i: int) -> str:
+        text = text if len(text) <= widths[i] else text[: widths[i] - 1] + "…"
+        return text.rjust(widths[i]) if numeric[i] else text.ljust(widths[i])
+
+    lines = ["  ".join(fit(str(h), i) for i, h in enumerate(headers)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(fit(c, i) for i, c in enumerate(r)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -76,8 +121,11 @@ def echo(text: str = "") -> None:
 
 
 def note(text: str) -> None:
-    """Progress and notes go to stderr so stdout stays parseable."""
-    typer.echo(text, err=True)
+    """Progress and notes go to stderr so stdout stays parseable; --quiet drops them (errors still print)."""
+    from registry.cli.progress import is_quiet
+
+    if not is_quiet():
+        typer.echo(text, err=True)
 
 
 NoSmokeOpt = Annotated[bool, typer.Option(
@@ -102,6 +150,8 @@ def register_after(reg: Any, name: str, commit: str, *, no_smoke: bool, device: 
 
 def finish_ingest(reg: Any, result: Any, *, no_smoke: bool, device: str, json_out: bool, detail: str) -> None:
     """The end of `add` and `pull`: registration, then the result as JSON or as a summary and a table."""
+    for disagreement in getattr(result, "disagreements", ()):
+        note(f"note: {disagreement}")
     registration = register_after(reg, result.name, result.commit, no_smoke=no_smoke, device=device)
     state = registration["state"] or result.state
     if json_out:
@@ -109,6 +159,8 @@ def finish_ingest(reg: Any, result: Any, *, no_smoke: bool, device: str, json_ou
         return
     echo(f"{result.name}@{result.commit[:12]} ({result.revision}): {state}, family {result.family}"
          f"{' (inferred manifest)' if result.inferred else ''}")
+    if getattr(result, "family_rule", ""):
+        echo(result.family_rule)
     echo(f"root digest {result.root_digest}; {detail}")
     echo(table(["role", "repo", "commit", "files", "size", "pinned"],
                [(c.role, c.repo, c.commit[:12], c.files, human_size(c.bytes), "yes" if c.pinned else "no")

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from registry.cli.base import (
-    DeviceOpt, JsonOpt, NoSmokeOpt, app, echo, emit_json, finish_ingest, human_size, note, open_registry, table,
+    DeviceOpt, JsonOpt, NoSmokeOpt, WideOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size,
+    note, open_registry, plural, table,
 )
+from registry.cli.progress import progress_bars
 from registry.cli.sign_cmds import IdentityOpt, IssuerOpt, TrustConfigOpt, keyless_signer
 from registry.errors import UsageError, VerificationFailed
-
-
-def _progress():
-    """tqdm bars on stderr when it is a terminal; nothing in pipes, logs and tests."""
-    if not sys.stderr.isatty():
-        return None
-    from registry.fetch.progress import TqdmProgress
-
-    return TqdmProgress(sys.stderr)
 
 
 @app.command("add")
@@ -51,18 +43,18 @@ def add_cmd(
         from registry.services.signing import add_signed
 
         signed = add_signed(reg, path, name, signature, key_path=key, keyless=keyless, revision=revision,
-                            manifest_file=manifest, progress=_progress())
+                            manifest_file=manifest, progress=progress_bars())
         note(f"signature {signature} verified and recorded: {signed.files} files signed by "
              f"{signed.signer[:16] if signed.method == 'key' else signed.signer}")
         result = signed.added
     else:
-        result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=_progress())
+        result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=progress_bars())
     finish_ingest(reg, result, no_smoke=no_smoke, device=device, json_out=json_out,
-                  detail=f"{result.files} files, {human_size(result.bytes)}, {result.new_blobs} new blobs")
+                  detail=f"{plural(result.files, 'file')}, {human_size(result.bytes)}, {plural(result.new_blobs, 'new blob')}")
 
 
 @app.command("list")
-def list_cmd(json_out: JsonOpt = False) -> None:
+def list_cmd(wide: WideOpt = False, json_out: JsonOpt = False) -> None:
     """List the models in the catalog."""
     from registry.services.listing import list_models
 
@@ -74,11 +66,13 @@ def list_cmd(json_out: JsonOpt = False) -> None:
         echo("no models yet: `registry pull ORG/NAME` or `registry add PATH --name ORG/NAME`")
         return
     echo(table(["name", "commit", "refs", "family", "state", "files", "size"],
-               [(m.name, m.commit[:12], ",".join(m.refs), m.family, m.state, m.files, human_size(m.bytes)) for m in models]))
+               [(m.name, m.commit if wide else m.commit[:12], ",".join(m.refs), m.family, m.state, m.files,
+                 human_size(m.bytes)) for m in models], wide=wide))
 
 
 @app.command("show")
-def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")], json_out: JsonOpt = False) -> None:
+def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")], wide: WideOpt = False,
+             json_out: JsonOpt = False) -> None:
     """Show a model: components by role, files, sizes, digests, state, lineage, smoke runs."""
     from registry.services.listing import show_model
 
@@ -89,13 +83,22 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
     s = d.summary
     echo(f"{s.name}@{s.commit}  refs: {', '.join(s.refs) or '-'}")
     echo(f"state: {s.state}{' (' + s.state_reason + ')' if s.state_reason else ''}")
-    echo(f"family: {s.family}; manifest: {d.manifest_source}{' (inferred)' if s.inferred else ''}")
-    echo(f"root digest: {s.root_digest}; {s.files} files, {human_size(s.bytes)}")
+    source = d.manifest_source or "-"
+    echo(f"family: {s.family}; manifest: {source}{' (inferred)' if s.inferred and source != 'inferred' else ''}")
+    if d.family_rule:
+        echo(d.family_rule)
+    for disagreement in d.disagreements:
+        echo(f"note: {disagreement}")
+    if d.first_use:
+        echo(f"digests taken on first use from {d.first_use_source or 'the source'} (not pinned by a manifest): "
+             f"{plural(len(d.first_use), 'file')}")
+    echo(f"root digest: {s.root_digest}; {plural(s.files, 'file')}, {human_size(s.bytes)}")
+    cut = None if wide else 16
     for c in d.components:
         echo(f"\n[{c.role}] {c.repo}@{c.commit[:12]}{'' if c.required else ' (optional)'}"
              f"{' pinned' if c.pinned else ' unpinned'}")
         echo(table(["path", "size", "sha256", "blake3"],
-                   [(f.path, f.size, f.sha256[:16], f.blake3[:16]) for f in c.files]))
+                   [(f.path, human_size(f.size), f.sha256[:cut], f.blake3[:cut]) for f in c.files], wide=wide))
     if d.lineage:
         echo("\nlineage:")
         for l in d.lineage:
@@ -105,7 +108,7 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@REVISION")],
         echo("\nsmoke runs:")
         for r in d.smoke_runs:
             echo(f"  {r.created_at} {'pass' if r.passed else 'FAIL'} {r.device} {r.dtype} {r.wall_ms:.0f} ms "
-                 f"{(r.fingerprint or '')[:16]} {r.error or ''}")
+                 f"{(r.fingerprint or '')[:cut]} {r.error or ''}")
 
 
 @app.command("verify")
@@ -117,13 +120,13 @@ def verify_cmd(
     """Check that every file of the catalog is in the store with its recorded bytes. Exit 1 on any problem."""
     from registry.services.verify import verify
 
-    report = verify(open_registry(), names or [], deep=deep, progress=_progress())
+    report = verify(open_registry(), names or [], deep=deep, progress=progress_bars())
     if json_out:
         emit_json({"ok": report.ok, **dataclasses.asdict(report)})
     else:
         mode = "deep (blake3 of every blob)" if deep else "fast (stat cache)"
-        echo(f"verified {len(report.models_checked)} models, {report.files_checked} files, "
-             f"{human_size(report.bytes_checked)}: {mode}, {report.blobs_hashed} blobs hashed")
+        echo(f"verified {plural(len(report.models_checked), 'model')}, {plural(report.files_checked, 'file')}, "
+             f"{human_size(report.bytes_checked)}: {mode}, {plural(report.blobs_hashed, 'blob')} hashed")
         if report.problems:
             echo(table(["problem", "model", "repo", "path", "sha256", "reason"],
                        [(p.problem, p.model or "-", p.repo or "-", p.path or "-", p.sha256[:16], p.reason)
@@ -131,8 +134,28 @@ def verify_cmd(
         if report.quarantined:
             echo(f"quarantined: {', '.join(report.quarantined)}")
         if report.stray:
-            echo(f"{len(report.stray)} temp/partial files from interrupted writes (removed by `registry gc`)")
+            echo(f"{plural(len(report.stray), 'temp/partial file')} from interrupted writes (removed by `registry gc`)")
         if report.ok:
             echo("clean")
     if not report.ok:
-        raise VerificationFailed(f"{len(report.problems)} problem(s) found", details={"reported": True})
+        exit_reported(VerificationFailed)
+
+
+@app.command("rm")
+def rm_cmd(
+    name: Annotated[str, typer.Argument(help="NAME (every revision) or NAME@REVISION (one).")],
+    force: Annotated[bool, typer.Option("--force", help="Remove it even while deployed or the base of another model.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a model from the catalog; its blobs go at the next `registry gc`. Recorded in the event log."""
+    from registry.services.remove import remove_model
+
+    result = remove_model(open_registry(), name, force=force)
+    if json_out:
+        emit_json(result)
+        return
+    for r in result.removed:
+        extra = "".join([f"; its deployments {', '.join(r.deployments)} are no longer recorded" if r.deployments else "",
+                         f"; {', '.join(r.dependents)} keep their own components" if r.dependents else ""])
+        echo(f"removed {r.name}@{r.commit[:12]} ({r.state}){extra}")
+    echo(f"{plural(result.files_released, 'catalog file')} released: run `registry gc` to free their blobs")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from registry.cli.base import JsonOpt, db_app, echo, emit_json
+from registry.cli.base import JsonOpt, db_app, echo, emit_json, exit_reported
 from registry.config import Settings
 from registry.errors import SchemaOutOfDate
 
@@ -51,5 +51,4 @@ def check_cmd(json_out: JsonOpt = False) -> None:
         else:
             echo(f"schema not ok: the tables differ from the models (a migration is missing): {list(s.drift)}")
     if not s.ok:
-        raise SchemaOutOfDate(f"catalog schema is {s.current or 'empty'}, head is {s.head}; run: registry db upgrade",
-                              details={"reported": True})
+        exit_reported(SchemaOutOfDate)

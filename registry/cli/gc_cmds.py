@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, open_registry
+from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, open_registry, plural
 
 
 @app.command("gc")
@@ -24,5 +24,6 @@ def gc_cmd(
         emit_json(result)
         return
     verb = "would remove" if dry_run else "removed"
-    echo(f"{verb} {len(result.blobs_removed)} unreferenced blobs and {len(result.stray_removed)} temp/partial files, "
+    echo(f"{verb} {plural(len(result.blobs_removed), 'unreferenced blob')} and "
+         f"{plural(len(result.stray_removed), 'temp/partial file')}, "
          f"{human_size(result.bytes_freed)}; kept {result.kept_young} younger than {grace:.0f} s")

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, note, open_registry
+from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, note, open_registry
+from registry.errors import VerificationFailed
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (float32 on CPU, the checkpoint's on CUDA), float32, "
@@ -49,6 +50,8 @@ def load_cmd(
             for p in result.problems:
                 echo(f"  differs: {p}")
         if not result.ok:
+            if json_out:
+                exit_reported(VerificationFailed)  # the result above is the one JSON document
             require_match(result)
         return
     from registry.services.load import load_model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,11 +28,11 @@ def pull_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Pull a complete, verified snapshot (with its base and other dependencies) into the store and catalog."""
-    from registry.fetch.progress import NullProgress, TqdmProgress
+    from registry.cli.progress import progress_bars
     from registry.services.pull import pull
 
     reg = open_registry(trust_file=trust)
-    progress = TqdmProgress() if sys.stderr.isatty() else NullProgress()
+    progress = progress_bars()
     result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
                   progress=progress, retries=retries, backoff=backoff)
     if result.note:

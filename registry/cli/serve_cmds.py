@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, note, open_registry, table
+from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, human_size, note, open_registry, plural, table
 from registry.cli.sign_cmds import TrustOpt
 
 
@@ -17,19 +17,25 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
     token_file: Annotated[Optional[Path], typer.Option("--token-file", help="TOML file of bearer tokens and the repo globs they may read (see docs/mirror.md).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request to stderr.")] = False,
+    keep_alive: Annotated[float, typer.Option("--keep-alive", min=0.1, help="Seconds an idle keep-alive connection stays open.")] = 30.0,
     trust: TrustOpt = None,
 ) -> None:
     """Serve registered models over the Hub's HTTP API (point clients at it with HF_ENDPOINT)."""
-    import uvicorn
-
     from registry.server import TokenPolicy, create_app
+    from registry.server.listen import bind, run_server
 
     policy = TokenPolicy.load(token_file) if token_file else TokenPolicy.open()
     reg = open_registry(trust_file=trust)
-    note(f"serving registered models of {reg.settings.home} on http://{host}:{port} "
-         f"({'tokens from ' + str(token_file) if token_file else 'no auth'}); set HF_ENDPOINT=http://{host}:{port}")
-    uvicorn.run(create_app(reg, policy), host=host, port=port, log_level="warning", access_log=access_log,
-                http="httptools", loop="asyncio", lifespan="on", server_header=False)
+    sock = bind(host, port)  # before saying "serving": a busy port is a clear error, not a late exit
+    app_ = create_app(reg, policy)
+    served = app_.mirror.served_model_count()
+    note(f"serving {served} registered model{'' if served == 1 else 's'} of {reg.settings.home} on "
+         f"http://{host}:{port} ({'tokens from ' + str(token_file) if token_file else 'no auth'}); "
+         f"set HF_ENDPOINT=http://{host}:{port}")
+    if not served:
+        note("warning: no registered models yet, so every repo answers 404: register one with "
+             "`registry register NAME` (or add/pull it with the ML extras installed)")
+    run_server(app_, sock, access_log=access_log, keep_alive=keep_alive)
 
 
 @app.command("export")
@@ -45,7 +51,7 @@ def export_cmd(
     if json_out:
         emit_json(result)
         return
-    echo(f"wrote {result.path} ({result.format}): {len(result.models)} models, {result.blobs} blobs, "
+    echo(f"wrote {result.path} ({result.format}): {plural(len(result.models), 'model')}, {plural(result.blobs, 'blob')}, "
          f"{human_size(result.bytes)}")
     echo(table(["name", "commit", "state", "files", "size"],
                [(m.name, m.commit[:12], m.state, m.files, human_size(m.bytes)) for m in result.models]))
@@ -117,4 +123,4 @@ def audit_cmd(
         echo(table(["id", "name", "node", "path", "problem", "detail"],
                    [(f.deployment_id, f.name, f.node, f.path, f.problem, f.detail) for f in report.findings]))
     if not report.ok:
-        raise VerificationFailed("deployments drifted from the catalog", details={"reported": True})
+        exit_reported(VerificationFailed)

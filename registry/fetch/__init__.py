@@ -2,7 +2,6 @@
 HF-compatible mirror, over huggingface_hub. Returns bytes and metadata; never writes the catalog."""
 
 from registry.fetch.hub import EndpointUnreachable, HubClient, RemoteFile, RemoteRepo, Sink
-from registry.fetch.progress import NullProgress, Progress, TqdmProgress
+from registry.fetch.progress import NullProgress, Progress
 
-__all__ = ["EndpointUnreachable", "HubClient", "NullProgress", "Progress", "RemoteFile", "RemoteRepo", "Sink",
-           "TqdmProgress"]
+__all__ = ["EndpointUnreachable", "HubClient", "NullProgress", "Progress", "RemoteFile", "RemoteRepo", "Sink"]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from registry.errors import EndpointUnreachable, IntegrityError, RegistryError, UpstreamError
 from registry.fetch.errors import translate
 from registry.fetch.pipe import Pipeline
+from registry.fetch.redirects import Hop, origin, stream_get
 from registry.hashing import SHA1_RE, SHA256_RE
 from registry.paths import check_relative_path
 
@@ -90,6 +91,7 @@ class HubClient:
         self.backoff = backoff
         self.timeout = timeout if timeout is not None else float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
         self._sleep = sleep
+        self._origin = origin(self.endpoint)  # the only origin that gets the token
         self._api = HfApi(endpoint=self.endpoint, token=token, library_name="registry", library_version=__version__)
         self._transport = _transport_errors()
         self._connect = _connect_errors()
@@ -197,9 +199,9 @@ class HubClient:
                 headers["Range"] = f"bytes={start}-"
             requests += 1
             try:
-                with Pipeline(sink, on_bytes) as pipe, session.stream(
-                    "GET", url, headers=headers, follow_redirects=True, timeout=self.timeout
-                ) as response:
+                with Pipeline(sink, on_bytes) as pipe, stream_get(
+                    session, url, headers, token_origin=self._origin, timeout=self.timeout
+                ) as (response, hops):
                     status = response.status_code
                     if status >= 400:
                         response.read()
@@ -210,7 +212,14 @@ class HubClient:
                         except hf.HfHubHTTPError as exc:
                             raise translate(exc, endpoint=self.endpoint, repo_id=repo_id, revision=commit,
                                             path=file.path) from exc
-                    self._check_commit(response, repo_id, commit, file.path)
+                    if status not in (200, 206):
+                        raise UpstreamError(
+                            f"{self.endpoint}: {repo_id}@{commit[:12]}: {file.path}: answered HTTP {status} to a "
+                            "download (expected 200, or 206 to a Range); the endpoint is not Hub-compatible",
+                            details={"endpoint": self.endpoint, "repo": repo_id, "path": file.path,
+                                     "status": status},
+                        )
+                    self._check_commit(hops, repo_id, commit, file.path)
                     if start and status == 200:
                         pipe.restart()  # the server ignored the Range: it sends everything again
                     elif status == 206:
@@ -235,23 +244,18 @@ class HubClient:
                 if failures:
                     self._sleep(min(self.backoff * 2 ** (failures - 1), 30.0))
 
-    def _check_commit(self, response: Any, repo_id: str, commit: str, path: str) -> None:
-        # On the Hub the header sits on the /resolve answer, which may be a 302 to a CDN: look at every hop.
-        seen = [r.headers.get("X-Repo-Commit") for r in (*response.history, response)]
-        seen = [s for s in seen if s]
-        if not seen:
-            raise UpstreamError(
-                f"{self.endpoint} is not a Hub-compatible endpoint: its answer for {repo_id}/resolve/{commit[:12]}/"
-                f"{path} has no X-Repo-Commit header, so the bytes cannot be tied to a commit; check HF_ENDPOINT / "
-                "--endpoint (a proxy that strips Hub headers cannot be pulled from)",
-                details={"endpoint": self.endpoint, "repo": repo_id, "path": path},
-            )
-        if seen[0] != commit:
-            raise UpstreamError(
-                f"{self.endpoint} served {repo_id}: {path} from commit {seen[0]}, not the asked-for {commit}; "
-                "the mirror is inconsistent",
-                details={"endpoint": self.endpoint, "repo": repo_id, "path": path, "commit": seen[0]},
-            )
+    def _check_commit(self, hops: list[Hop], repo_id: str, commit: str, path: str) -> None:
+        """Refuse an X-Repo-Commit that contradicts the resolved commit, on any hop (the Hub puts it on the
+        302 to its CDN). Its absence is fine: the commit came from the revision API, and every byte is
+        checked against that commit's tree (Olah and Artifactory send no X-Repo-Commit on GET)."""
+        for hop in hops:
+            claimed = (hop.repo_commit or "").strip().lower()
+            if claimed and claimed != commit:
+                raise UpstreamError(
+                    f"{self.endpoint} served {repo_id}: {path} from commit {claimed}, not the asked-for {commit} "
+                    "(X-Repo-Commit); the mirror is inconsistent: its revision API and its files disagree",
+                    details={"endpoint": self.endpoint, "repo": repo_id, "path": path, "commit": claimed},
+                )
 
     def _check_range(self, response: Any, start: int, file: RemoteFile, repo_id: str) -> None:
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))

@@ -1,16 +1,11 @@
-"""Download progress: one overall bar (bytes, rate, ETA) and a bar per large file in flight.
+"""The ``Progress`` protocol that downloads and hashing report through, and its silent default.
 
-The service reports through the ``Progress`` protocol; the CLI picks ``TqdmProgress`` when stderr is
-a terminal and ``NullProgress`` otherwise, so logs and pipes never get bar noise.
+The bars themselves live in the CLI (``registry.cli.progress``): services never draw anything.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
-from typing import Any, Protocol, TextIO
-
-FILE_BAR_MIN = 1024 * 1024  # smaller files only move the overall bar: 200 tiny bars would just flicker
+from typing import Protocol
 
 
 class Progress(Protocol):
@@ -36,58 +31,3 @@ class NullProgress:
 
     def end(self) -> None:
         pass
-
-
-class TqdmProgress:
-    """tqdm bars on ``stream`` (stderr); safe to call from several download threads."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream or sys.stderr
-        self._lock = threading.Lock()
-        self._overall: Any = None
-        self._bars: dict[str, Any] = {}
-        self._free: list[int] = []
-        self._next = 1
-
-    def _bar(self, **kw: Any) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=self._stream, dynamic_ncols=True, **kw)
-
-    def begin(self, total_bytes: int, files: int) -> None:
-        with self._lock:
-            self._overall = self._bar(total=total_bytes, desc=f"pull: {files} file{'' if files == 1 else 's'}", position=0)
-
-    def file_begin(self, key: str, name: str, size: int, offset: int) -> None:
-        if size < FILE_BAR_MIN:
-            return
-        with self._lock:
-            pos = self._free.pop(0) if self._free else self._next
-            self._next = max(self._next, pos + 1)
-            label = name if len(name) <= 40 else "…" + name[-39:]
-            self._bars[key] = (self._bar(total=size, initial=offset, desc=label, position=pos, leave=False), pos)
-
-    def advance(self, key: str, n: int) -> None:
-        with self._lock:
-            if self._overall is not None:
-                self._overall.update(n)
-            entry = self._bars.get(key)
-            if entry is not None:
-                entry[0].update(n)
-
-    def file_end(self, key: str) -> None:
-        with self._lock:
-            entry = self._bars.pop(key, None)
-            if entry is not None:
-                entry[0].close()
-                self._free.append(entry[1])
-                self._free.sort()
-
-    def end(self) -> None:
-        with self._lock:
-            for bar, _ in self._bars.values():
-                bar.close()
-            self._bars.clear()
-            if self._overall is not None:
-                self._overall.close()
-                self._overall = None

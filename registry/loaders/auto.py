@@ -58,8 +58,12 @@ def encode(model: Any, tokenizer: Any, texts: tuple[str, ...], device: str) -> O
     batch = tokenizer(list(texts), padding=True, return_tensors="pt").to(device)
     with torch.inference_mode():
         out = model(**batch)
+    mask = batch["attention_mask"].unsqueeze(-1)
+    logits = getattr(out, "logits", None)
+    if logits is not None and getattr(out, "last_hidden_state", None) is None:  # a *ForCausalLM & co (a LoRA
+        return {"logits": (logits * mask.to(logits.dtype)).float().cpu().numpy()}  # for it may adapt lm_head)
     hidden = out[0] if isinstance(out, (tuple, list)) else getattr(out, "last_hidden_state", out)
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mask = mask.to(hidden.dtype)
     hidden = hidden * mask
     pooled = hidden.sum(1) / mask.sum(1)
     return {"last_hidden_state": hidden.float().cpu().numpy(), "mean_pooled": pooled.float().cpu().numpy()}

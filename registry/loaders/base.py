@@ -42,10 +42,6 @@ class LoadRequest:
                 return f"{comp.repo}@{comp.commit}"
         return self.resolved.name
 
-    @property
-    def own_folder(self) -> Path:
-        return self.folders[self.resolved.name]
-
 
 @dataclass
 class Loaded:

@@ -69,9 +69,11 @@ def load(request: LoadRequest) -> Loaded:
         base = auto.from_pretrained(cls, request.component_folder("base"), request.placement,
                                     expected_missing=request.resolved.expected_missing_keys,
                                     label=f"{label} base {request.base_label()}")
-        model = adapter.apply_adapter(base, request.component_folder("adapter"), pinned_base=request.base_label(),
-                                      label=label)
-        without, checks = model.disable_adapter, adapter.adapter_checks(request)
+        # colpali-engine's class as the base, so PEFT maps the transformers-4 layout through its
+        # _checkpoint_conversion_mapping (colpali #414, #424); then the registry's own landing check
+        model, landing = adapter.apply_adapter(base, request.component_folder("adapter"),
+                                               pinned_base=request.base_label(), label=label)
+        without, checks = model.disable_adapter, adapter.adapter_checks(request, landing, cls.__name__)
     else:
         model = auto.from_pretrained(cls, request.component_folder("weights", "config"), request.placement,
                                      expected_missing=request.resolved.expected_missing_keys, label=label)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.hashing import root_digest
-from registry.manifest.infer import is_ignored
+from registry.manifest.required import is_ignored
 from registry.manifest.schema import ComponentSpec, Manifest
 
 
@@ -111,6 +111,16 @@ class ResolvedManifest:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     expected_missing_keys: tuple[str, ...] = ()
     description: str = ""
+    inference: Mapping[str, Any] | None = None  # the family rule that fired, and disagreements (Inference)
+    # "repo/path" of files whose digests no manifest pinned: taken on first use from first_use_source
+    first_use: tuple[str, ...] = ()
+    first_use_source: str = ""
+
+    @property
+    def family_rule(self) -> str:
+        """"family bge-m3: colbert_linear.pt present", or "" for rows recorded before rules were kept."""
+        reason = (self.inference or {}).get("reason")
+        return f"family {self.family}: {reason}" if reason else ""
 
     @property
     def root_digest(self) -> str:
@@ -121,6 +131,8 @@ class ResolvedManifest:
             "schema": 1, "name": self.name, "family": self.family, "inferred": self.inferred, "source": self.source,
             "description": self.description, "expected_missing_keys": list(self.expected_missing_keys),
             "smoke": dict(self.smoke), "components": [c.to_dict() for c in self.components],
+            "inference": None if self.inference is None else dict(self.inference),
+            "first_use": list(self.first_use), "first_use_source": self.first_use_source,
             "root_digest": self.root_digest,
         }
 
@@ -130,6 +142,8 @@ class ResolvedManifest:
             name=data["name"], family=data["family"], inferred=bool(data.get("inferred")), source=data.get("source"),
             description=data.get("description", ""), expected_missing_keys=tuple(data.get("expected_missing_keys", ())),
             smoke=dict(data.get("smoke", {})),
+            inference=dict(data["inference"]) if isinstance(data.get("inference"), dict) else None,
+            first_use=tuple(data.get("first_use", ())), first_use_source=str(data.get("first_use_source", "")),
             components=tuple(
                 LockedComponent(
                     role=c["role"], repo=c["repo"], commit=c["commit"], required=c["required"], pinned=c["pinned"],
@@ -146,10 +160,16 @@ def lock(
     selections: Sequence[Selection],
     commits: Mapping[str, str],
     files: Mapping[tuple[str, str], LockedFile],
+    *,
+    first_use_source: str = "",
 ) -> ResolvedManifest:
-    """``commits[repo]`` is the resolved commit; ``files[(repo, path)]`` each selected file's digests."""
+    """``commits[repo]`` is the resolved commit; ``files[(repo, path)]`` each selected file's digests;
+    ``first_use_source`` is where the digests the manifest does not pin came from (an endpoint, a folder)."""
     components = []
+    first_use: list[str] = []
     for sel in selections:
+        pinned = {f.path for f in sel.component.files if f.sha256}
+        first_use.extend(f"{sel.component.repo}/{p}" for p in sel.paths if p not in pinned)
         c = sel.component
         components.append(LockedComponent(
             role=c.role, repo=c.repo, commit=commits[c.repo], required=c.required,
@@ -161,4 +181,17 @@ def lock(
         name=manifest.name, family=manifest.family, inferred=manifest.inferred, source=manifest.source,
         components=tuple(components), smoke=smoke, expected_missing_keys=manifest.expected_missing_keys,
         description=manifest.description,
+        inference=None if manifest.inference is None else manifest.inference.to_dict(),
+        first_use=tuple(first_use), first_use_source=first_use_source if first_use else "",
     )
+
+
+def first_use_note(resolved: ResolvedManifest) -> str:
+    """What the user is told when digests were not pinned by any manifest but taken from the source."""
+    if not resolved.first_use:
+        return ""
+    shown = ", ".join(resolved.first_use[:3]) + (f" (+{len(resolved.first_use) - 3} more)"
+                                                  if len(resolved.first_use) > 3 else "")
+    return (f"{len(resolved.first_use)} of the files had no digest pinned by the manifest ({resolved.source}): "
+            f"their digests were taken on first use from {resolved.first_use_source or 'the source'} and recorded "
+            f"({shown}); pin them (sha256 in a manifest) to have any other bytes refused")

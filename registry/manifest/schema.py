@@ -75,6 +75,22 @@ class SmokeSpec:
 
 
 @dataclass(frozen=True)
+class Inference:
+    """Which rule chose the family (docs/manifests.md), and where the name or a curated manifest
+    disagreed with the files (the files win)."""
+
+    rule: str                 # a rule id (``bge-m3-head``), or ``curated`` / ``explicit``
+    reason: str               # "colbert_linear.pt present"
+    disagreements: tuple[str, ...] = ()
+
+    def describe(self, family: str) -> str:
+        return f"family {family}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "reason": self.reason, "disagreements": list(self.disagreements)}
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str
     family: str
@@ -84,6 +100,7 @@ class Manifest:
     inferred: bool = False
     source: str | None = None  # the file it came from, or "inferred"
     expected_missing_keys: tuple[str, ...] = ()  # regexes of weights the family computes at run time
+    inference: Inference | None = None
 
     def by_role(self, role: str) -> list[ComponentSpec]:
         return [c for c in self.components if c.role == role]
@@ -103,6 +120,7 @@ class Manifest:
             "inferred": self.inferred,
             "source": self.source,
             "expected_missing_keys": list(self.expected_missing_keys),
+            "inference": None if self.inference is None else self.inference.to_dict(),
             "components": [
                 {
                     "role": c.role, "repo": c.repo, "revision": c.revision, "required": c.required, "note": c.note,

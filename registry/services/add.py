@@ -31,7 +31,9 @@ from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Se
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.context import Registry
 from registry.services.folders import Folder, scan_folder
-from registry.services.manifests import CatalogRepo, catalog_repo, choose_manifest, missing_repo_selection
+from registry.services.manifests import (
+    CatalogRepo, catalog_base_lookup, catalog_repo, choose_manifest, missing_repo_selection,
+)
 from registry.services.record import RepoSource, record_model
 from registry.store import ExpectedBlob, StagedBlob, check_blobs
 
@@ -71,6 +73,8 @@ class AddResult:
     new_blobs: int
     components: tuple[ComponentSummary, ...]
     pickles: tuple[str, ...]
+    family_rule: str = ""  # "family bge-m3: colbert_linear.pt present"
+    disagreements: tuple[str, ...] = ()  # where the name or a curated manifest and the files disagreed
 
 
 def local_commit(root_digest: str) -> str:
@@ -142,7 +146,8 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
     if not REPO_ID_RE.match(name or ""):
         raise UsageError(f"--name {name!r} is not a repo id like 'org/name'")
     folder = scan_folder(path)
-    manifest = choose_manifest(reg.settings, name, manifest_file, list(folder.files), folder.read_json)
+    manifest = choose_manifest(reg.settings, name, manifest_file, list(folder.files), folder.read_json,
+                               catalog_base_lookup(reg))
     own_listing = {p: RepoFile(p, f.stat().st_size) for p, f in folder.files.items()}
     selections, others = _select_all(reg, manifest, name, own_listing)
 
@@ -219,7 +224,8 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
         files=len(all_files), bytes=sum(f.size for f in all_files), new_blobs=new_blobs,
         components=tuple(ComponentSummary(c.role, c.repo, c.commit, len(c.files), sum(f.size for f in c.files), c.pinned)
                          for c in resolved.components),
-        pickles=tuple(sorted(set(pickles))),
+        pickles=tuple(sorted(set(pickles))), family_rule=resolved.family_rule,
+        disagreements=tuple((resolved.inference or {}).get("disagreements", ())),
     )
 
 

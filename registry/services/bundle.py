@@ -147,8 +147,8 @@ def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> Ex
     output = Path(output).expanduser().absolute()
     as_tar = output.suffix == ".tar"
     if output.exists() and (as_tar or not output.is_dir() or any(output.iterdir())):
-        raise ConflictError(f"{output} already exists; remove it or choose another --output",
-                            details={"output": str(output)})
+        raise UsageError(f"--output {output} already exists; remove it or choose another --output",
+                       details={"output": str(output)})
     models, blobs = _collect(reg, names)
     index = json.dumps({
         "format": FORMAT, "version": VERSION, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),

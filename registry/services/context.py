@@ -45,3 +45,9 @@ class Registry:
 
     def close(self) -> None:
         self.catalog.engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 
 from registry.errors import InvalidPath
 from registry.hashing import SHA1_RE
+from registry.manifest.jsonread import expected_type, parse_json
 from registry.paths import check_relative_path
 
 # Folders that are never part of a model: git metadata and huggingface_hub's local_dir bookkeeping.
@@ -31,10 +31,8 @@ class Folder:
             return None
         if path.stat().st_size > MAX_JSON:
             raise InvalidPath(f"{self.root / rel}: {path.stat().st_size} bytes is too large for a JSON config")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidPath(f"{self.root / rel}: not valid JSON: {exc}", details={"path": rel}) from exc
+        # strict: Infinity, 100 000 levels, 5 000-digit integers and non-UTF-8 are refused naming file and key
+        return parse_json(path.read_bytes(), rel, expect=expected_type(rel))
 
 
 def scan_folder(path: Path | str) -> Folder:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from registry.catalog.models import Model
-from registry.catalog.queries import all_models, find_model
-from registry.manifest.resolve import LockedFile
+from sqlalchemy import func, select
+
+from registry.catalog.models import Component, ComponentFile, File, Model, Ref, Revision
+from registry.catalog.queries import find_model
+from registry.manifest.resolve import LockedFile, ResolvedManifest
 from registry.services.context import Registry
 
 
@@ -64,6 +66,10 @@ class ModelDetail:
     components: tuple[ComponentDetail, ...]
     lineage: tuple[LineageDetail, ...]
     smoke_runs: tuple[SmokeDetail, ...]
+    family_rule: str = ""  # "family bge-m3: colbert_linear.pt present" (the rule that chose the family)
+    disagreements: tuple[str, ...] = ()
+    first_use: tuple[str, ...] = ()  # files whose digests were taken on first use, not pinned by a manifest
+    first_use_source: str = ""
 
 
 def _iso(value: dt.datetime | None) -> str:
@@ -81,16 +87,40 @@ def summarize(model: Model) -> ModelSummary:
 
 
 def list_models(reg: Registry) -> tuple[ModelSummary, ...]:
+    """Every model, in three queries whatever the catalog's size (not one per model and relation)."""
     with reg.catalog.reader() as session:
-        return tuple(summarize(m) for m in all_models(session))
+        models = session.execute(
+            select(Model.id, Model.name, Revision.commit_sha, Model.revision_id, Model.family, Model.state,
+                   Model.state_reason, Model.inferred, Model.root_digest, Model.created_at)
+            .join(Revision, Revision.id == Model.revision_id)
+            .order_by(Model.name, Model.id)).all()
+        # a file shared by two components of one model counts once, as in `show`
+        distinct_files = (select(Component.model_id, File.id, File.size)
+                          .join(ComponentFile, ComponentFile.component_id == Component.id)
+                          .join(File, File.id == ComponentFile.file_id).distinct().subquery())
+        totals = {mid: (count, total or 0) for mid, count, total in session.execute(
+            select(distinct_files.c.model_id, func.count(), func.sum(distinct_files.c.size))
+            .group_by(distinct_files.c.model_id))}
+        refs: dict[int, list[str]] = {}
+        for ref_name, revision_id in session.execute(select(Ref.name, Ref.revision_id)):
+            refs.setdefault(revision_id, []).append(ref_name)
+    return tuple(
+        ModelSummary(name=name, commit=commit, refs=tuple(sorted(refs.get(revision_id, ()))), family=family,
+                     state=state, state_reason=reason, inferred=inferred, root_digest=root,
+                     files=totals.get(mid, (0, 0))[0], bytes=int(totals.get(mid, (0, 0))[1]), created_at=_iso(created))
+        for mid, name, commit, revision_id, family, state, reason, inferred, root, created in models)
 
 
 def show_model(reg: Registry, spec: str) -> ModelDetail:
     with reg.catalog.reader() as session:
         model = find_model(session, spec)
+        resolved = ResolvedManifest.from_dict(model.manifest)
         return ModelDetail(
             summary=summarize(model),
             manifest_source=model.manifest.get("source"),
+            family_rule=resolved.family_rule,
+            disagreements=tuple((resolved.inference or {}).get("disagreements", ())),
+            first_use=resolved.first_use, first_use_source=resolved.first_use_source,
             components=tuple(
                 ComponentDetail(
                     role=c.role, repo=c.revision.repo.repo_id, commit=c.revision.commit_sha, required=c.required,

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.catalog.models import Component, File, Model, Ref, Repo, Revision
@@ -101,6 +101,15 @@ class Mirror:
         # With a trust policy only models it trusts are visible (REGISTRY_TRUST / serve --trust).
         self.trust = TrustGate.from_settings(reg.settings)
         self._statements: dict[int, Statement | None] = {}  # signature row id -> its parsed statement
+
+    def served_model_count(self) -> int:
+        """How many registered models this mirror serves (what `serve` says at start): with a trust policy, the
+        ones it trusts."""
+        with self.reg.catalog.reader() as session:
+            if self.trust is not None:
+                ids = set(session.scalars(select(Model.id).where(Model.state == "registered")))
+                return len(self.trust.trusted_model_ids(session, ids))
+            return session.scalar(select(func.count()).select_from(Model).where(Model.state == "registered")) or 0
 
     # ---- visibility -------------------------------------------------------------------------
     def _visible(self, session: Session, repo_id: str) -> _Visible:

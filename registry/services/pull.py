@@ -30,14 +30,16 @@ from sqlalchemy import select as sa_select
 from registry.catalog.models import Blob
 from registry.catalog.queries import find_model
 from registry.errors import (
-    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ManifestError, ModelNotFound, NotFound,
+    ConflictError, EndpointUnreachable, IncompleteModel, IntegrityError, ModelNotFound, NotFound,
     StorageError, UsageError,
 )
 from registry.fetch.hub import HubClient, RemoteFile, RemoteRepo
 from registry.fetch.progress import NullProgress, Progress
 from registry.formats import PICKLE_SUFFIXES, check_files
 from registry.hashing import SHA1_RE, blake3_file
-from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
+from registry.manifest.infer import BaseLookup, RepoView
+from registry.manifest.jsonread import expected_type, parse_json
+from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, first_use_note, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.add import ComponentSummary
 from registry.services.context import Registry
@@ -73,6 +75,8 @@ class PullResult:
     pickles: tuple[str, ...]
     offline: bool = False  # served from the store without the network
     note: str = ""
+    family_rule: str = ""  # "family bge-m3: colbert_linear.pt present"
+    disagreements: tuple[str, ...] = ()  # where the name or a curated manifest and the files disagreed
 
 
 @dataclass
@@ -347,13 +351,22 @@ def _json_reader(dl: _Downloader, repo: RemoteRepo) -> Callable[[str], Any]:
             return None
         dl.load_known([file])
         locked = dl.fetch(repo, file)
-        try:
-            return json.loads(dl.store.path_for(locked.sha256).read_bytes())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ManifestError(f"{repo.repo_id}: {path} is not valid JSON: {exc}",
-                                details={"file": path, "key": None}) from exc
+        return parse_json(dl.store.path_for(locked.sha256).read_bytes(), f"{repo.repo_id}/{path}",
+                          expect=expected_type(path))
 
     return read_json
+
+
+def _base_lookup(client: HubClient, dl: _Downloader) -> BaseLookup:
+    """An adapter's base as the endpoint has it, so inference can read the base's own config.json."""
+    def lookup(repo_id: str, revision: str | None) -> RepoView | None:
+        try:
+            base = client.repo(repo_id, revision or "main")
+        except NotFound:
+            return None  # reported as a missing base component by the dependency step
+        return RepoView(repo_id, tuple(base.files), _json_reader(dl, base), base.commit)
+
+    return lookup
 
 
 def _summaries(resolved: ResolvedManifest) -> tuple[ComponentSummary, ...]:
@@ -503,7 +516,7 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
     name = own.repo_id
     dl = _Downloader(reg, client, progress, workers)
     manifest = choose_manifest(reg.settings, name, Path(manifest_file) if manifest_file else None,
-                               list(own.files), _json_reader(dl, own))
+                               list(own.files), _json_reader(dl, own), _base_lookup(client, dl))
     pinned = _own_revision(manifest, name)
     if pinned and pinned not in (own.revision, own.commit):
         if revision is not None:
@@ -534,8 +547,9 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
     for repo, files in by_repo.items():
         pickles.extend(check_files(files, label=repo if repo != name else "").pickles)
 
-    resolved = lock(manifest, selections, {r: rr.commit for r, rr in repos.items()}, locked)
     source = f"hub:{client.endpoint}"
+    resolved = lock(manifest, selections, {r: rr.commit for r, rr in repos.items()}, locked,
+                    first_use_source=source)
     sources = {r: RepoSource(r, rr.commit, source, () if SHA1_RE.match(rr.revision) else (rr.revision,))
                for r, rr in repos.items()}
     st = dl.stats
@@ -553,4 +567,6 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
         endpoint=client.endpoint, files=len(all_files), bytes=sum(f.size for f in all_files),
         downloaded_files=st.downloaded_files, downloaded_bytes=st.downloaded_bytes, reused_files=st.reused_files,
         resumed_files=st.resumed_files, components=_summaries(resolved), pickles=tuple(sorted(set(pickles))),
+        note=first_use_note(resolved), family_rule=resolved.family_rule,
+        disagreements=tuple((resolved.inference or {}).get("disagreements", ())),
     )

@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.catalog.models import Blob, Component, ComponentFile, File, Repo, Revision
+from registry.catalog.models import Blob, Component, ComponentFile, File, Model, Repo, Revision
 from registry.catalog.queries import all_models
 from registry.services.context import Registry
 from registry.store import ExpectedBlob, check_blobs
@@ -53,8 +53,7 @@ class VerifyReport:
 def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
            progress: HashProgress | None = None) -> VerifyReport:
     with reg.catalog.reader() as session:
-        models = all_models(session, names)
-        model_keys = [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in models]
+        model_keys = _model_keys(session, names)
         wanted: dict[str, ExpectedBlob] = {}
         users: dict[str, list[tuple[str, str, str]]] = {}
         files_checked = 0
@@ -91,6 +90,15 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
     )
 
 
+def _model_keys(session: Session, names: Sequence[str]) -> list[tuple[int, str]]:
+    """(model id, "name@commit12") of the named models, or of every model in one query."""
+    if names:
+        return [(m.id, m.name + "@" + m.revision.commit_sha[:12]) for m in all_models(session, names)]
+    rows = session.execute(select(Model.id, Model.name, Revision.commit_sha)
+                           .join(Revision, Revision.id == Model.revision_id).order_by(Model.name, Model.id))
+    return [(mid, f"{name}@{commit[:12]}") for mid, name, commit in rows]
+
+
 def _model_files(session: Session, model_ids: list[int]) -> list[tuple[int, str, str, int, str, str]]:
     """(model id, repo, path, size, sha256, blake3) of every file of these models, in one query (a catalog of
     thousands of files on a remote Postgres would otherwise cost a round trip per file)."""
@@ -110,8 +118,6 @@ def _model_files(session: Session, model_ids: list[int]) -> list[tuple[int, str,
 def _quarantine(reg: Registry, model_ids: list[int], problems: list[FileProblem]) -> tuple[str, ...]:
     if not model_ids:
         return ()
-    from registry.catalog.models import Model
-
     done = []
     with reg.catalog.session() as session:
         for model in session.scalars(select(Model).where(Model.id.in_(model_ids))):

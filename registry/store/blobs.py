@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -239,11 +238,6 @@ class BlobStore:
                 return True
             except FileNotFoundError:
                 return False
-
-    def disk_free(self) -> int:
-        self.ensure()
-        return shutil.disk_usage(self.root).free
-
 
 class BlobWriter:
     """Write bytes whose digest may be known in advance; ``commit()`` checks size and sha256.
