@@ -23,6 +23,8 @@ _API = {
     "verify": "registry.api:verify",
     "load": "registry.api:load",
     "register": "registry.api:register",
+    "sign": "registry.api:sign",
+    "verify_signature": "registry.api:verify_signature",
     # the frozen results the functions return
     "AddResult": "registry.services.add:AddResult",
     "PullResult": "registry.services.pull:PullResult",
@@ -36,12 +38,14 @@ _API = {
     "AuditReport": "registry.services.deploy:AuditReport",
     "GcResult": "registry.services.gc:GcResult",
     "MergeResult": "registry.services.merge:MergeResult",
+    "SignResult": "registry.services.signing:SignResult",
+    "SignatureCheck": "registry.services.signing:SignatureCheck",
 }
 # the exception tree (registry/errors.py): each class carries its CLI exit code
 _ERRORS = ("RegistryError", "UsageError", "InvalidPath", "ManifestError", "NotFound", "ModelNotFound", "RepoNotFound",
            "RevisionNotFound", "EntryNotFound", "CatalogNotFound", "IncompleteModel", "IntegrityError", "FormatError",
            "SchemaOutOfDate", "UpstreamError", "EndpointUnreachable", "AuthError", "ConflictError", "StorageError",
-           "SmokeFailed", "MissingExtra", "VerificationFailed")
+           "SmokeFailed", "MissingExtra", "VerificationFailed", "SignatureError")
 _API.update({name: f"registry.errors:{name}" for name in _ERRORS})
 
 __all__ = sorted([*_API, "__version__"])

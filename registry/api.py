@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from registry.services.add import AddResult
     from registry.services.pull import PullResult
     from registry.services.register import RegisterResult
+    from registry.services.signing import SignatureCheck, SignResult
     from registry.services.verify import VerifyReport
 
 
@@ -62,6 +63,24 @@ def pull(repo_id: str, *, revision: str | None = None, endpoint: str | None = No
     with _registry(registry, settings) as reg:
         return _pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,
                      retries=retries, backoff=backoff, register=register, device=device)
+
+
+def sign(name: str, key: str | Path, *, registry: Registry | None = None,
+         settings: Settings | None = None) -> SignResult:
+    """An OpenSSF model-signing signature of the model, from the catalog's digests; returns a ``SignResult``."""
+    from registry.services.signing import sign_model
+
+    with _registry(registry, settings) as reg:
+        return sign_model(reg, name, key)
+
+
+def verify_signature(name: str, *, key: str | Path | None = None, deep: bool = False,
+                     registry: Registry | None = None, settings: Settings | None = None) -> SignatureCheck:
+    """Check the model's signature by ``key`` (or by the trust policy's signers); raises SignatureError otherwise."""
+    from registry.services.signing import verify_model_signature
+
+    with _registry(registry, settings) as reg:
+        return verify_model_signature(reg, name, key_path=key, deep=deep)
 
 
 def load(name: str, device: str = "auto", *, dtype: str = "auto", as_base: bool = False,

@@ -40,6 +40,8 @@ class Settings:
     # `add` and `pull` end with the smoke registration unless this is off (REGISTRY_SMOKE=0: mirror hosts
     # that ingest but never run inference) or the command says --no-smoke.
     smoke_after_ingest: bool = True
+    # A trust policy (REGISTRY_TRUST / --trust): import, pull, deploy and serve then need trusted signatures.
+    trust_file: Path | None = None
 
     @property
     def blobs_dir(self) -> Path:
@@ -71,6 +73,7 @@ class Settings:
             actor=env.get("REGISTRY_ACTOR") or actor,
             host=env.get("REGISTRY_NODE") or socket.gethostname(),
             smoke_after_ingest=not _falsy(env.get("REGISTRY_SMOKE")),
+            trust_file=Path(env["REGISTRY_TRUST"]).expanduser() if env.get("REGISTRY_TRUST") else None,
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **clean) if clean else settings  # type: ignore[arg-type]

@@ -15,7 +15,8 @@ turns exceptions into exit codes. Messages say what was wrong and what to do abo
     │   └── CatalogNotFound                the Postgres database in REGISTRY_DATABASE_URL does not exist
     ├── IncompleteModel                exit 4  a required role/file is missing; lists each one
     ├── IntegrityError                 exit 5  bytes that do not match their published digest or size
-    │   └── FormatError                        safetensors/index/pickle problems
+    │   ├── FormatError                        safetensors/index/pickle problems
+    │   └── SignatureError                     a model signature that is malformed, does not verify, or is untrusted
     ├── SchemaOutOfDate                exit 6  the catalog needs `registry db upgrade`
     ├── UpstreamError                  exit 7  the Hub or mirror failed or is not HF-compatible
     │   └── AuthError                  exit 8  401/403: set HF_TOKEN
@@ -114,6 +115,12 @@ class IntegrityError(RegistryError):
 
 class FormatError(IntegrityError):
     kind = "format"
+
+
+class SignatureError(IntegrityError):
+    """A model signature (model.sig) that is malformed, over other bytes, or by a key the policy does not trust."""
+
+    kind = "signature"
 
 
 class SchemaOutOfDate(RegistryError):

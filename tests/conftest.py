@@ -98,6 +98,7 @@ def registry_env(tmp_path, database_url, monkeypatch) -> dict[str, str]:
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("REGISTRY_TRUST", raising=False)
     return env
 
 

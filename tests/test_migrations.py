@@ -18,7 +18,7 @@ from registry.catalog.engine import SCHEMA_HEAD, create_catalog_engine, open_cat
 from registry.errors import SchemaOutOfDate
 
 TABLES = {"repos", "revisions", "refs", "blobs", "files", "models", "components", "component_files", "lineage",
-          "smoke_runs", "deployments", "events"}
+          "smoke_runs", "deployments", "events", "signatures"}
 
 
 @pytest.fixture

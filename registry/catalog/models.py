@@ -233,3 +233,37 @@ class Event(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     subject: Mapped[str] = mapped_column(String(1000), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+SIGNATURE_METHODS = ("key", "sigstore")
+
+
+class Signature(Base):
+    """A model-signing signature (``model.sig``, kept byte for byte) over files of one revision; one per signer.
+
+    ``signer`` is the public key's fingerprint (sha256 of its PEM, model_signing's ``hint``) for the key method,
+    ``identity (issuer)`` for Sigstore keyless bundles. Rows are only ever inserted or deleted, never updated,
+    so a row's id names its bytes (the mirror caches what it proved about a row by id).
+    """
+
+    __tablename__ = "signatures"
+    __table_args__ = (
+        UniqueConstraint("revision_id", "signer"),
+        CheckConstraint(_in("method", SIGNATURE_METHODS), name="method"),
+        hex_check("root_digest", 64, "root_digest_hex"),
+        CheckConstraint("files > 0", name="files_positive"),
+        # never reuse an id (SQLite would reuse the highest after a delete): caches key on it
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision_id: Mapped[int] = mapped_column(ForeignKey("revisions.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    signer: Mapped[str] = mapped_column(String(500))
+    bundle: Mapped[str] = mapped_column(Text)
+    root_digest: Mapped[Sha256]  # the statement's subject digest (model_signing's root: names not included)
+    files: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[Timestamp]
+
+    revision: Mapped[Revision] = relationship()

@@ -48,10 +48,11 @@ def exit_reported(error: type[RegistryError]) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
-def open_registry():  # -> Registry (imported lazily: keeps `--help` fast)
+def open_registry(**overrides: Any):  # -> Registry (imported lazily: keeps `--help` fast)
+    """The registry from the environment; ``overrides`` (e.g. ``trust_file`` from --trust) win when not None."""
     from registry.services.context import Registry
 
-    return Registry.open(Settings.from_env())
+    return Registry.open(Settings.from_env(**overrides))
 
 
 def jsonable(value: Any) -> Any:

@@ -10,10 +10,11 @@ import typer
 
 from registry.cli.base import (
     DeviceOpt, JsonOpt, NoSmokeOpt, WideOpt, app, echo, emit_json, exit_reported, finish_ingest, human_size,
-    open_registry, plural, register_flag, table,
+    note, open_registry, plural, register_flag, table,
 )
 from registry.cli.progress import progress_bars
-from registry.errors import VerificationFailed
+from registry.cli.sign_cmds import IdentityOpt, IssuerOpt, TrustConfigOpt, keyless_signer
+from registry.errors import UsageError, VerificationFailed
 
 
 @app.command("add")
@@ -22,6 +23,11 @@ def add_cmd(
     name: Annotated[str, typer.Option("--name", help="The model's repo id, e.g. org/name.")],
     revision: Annotated[Optional[str], typer.Option("--revision", help="A label (ref) for this revision; default main.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", help="Use this manifest instead of the curated or inferred one.")] = None,
+    signature: Annotated[Optional[Path], typer.Option("--signature", help="A model_signing signature (model.sig) of the folder: checked, then recorded.")] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="With --signature: the signer's ECDSA public key (PEM).")] = None,
+    identity: IdentityOpt = None,
+    issuer: IssuerOpt = None,
+    trust_config: TrustConfigOpt = None,
     no_smoke: NoSmokeOpt = False,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -29,8 +35,22 @@ def add_cmd(
     """Import a local model folder into the store and catalog, checked against its manifest, then register it."""
     from registry.services.add import add_folder
 
-    result = add_folder(open_registry(), path, name, revision=revision, manifest_file=manifest,
-                        progress=progress_bars(), register=register_flag(no_smoke), device=device)
+    reg = open_registry()
+    keyless = keyless_signer(identity, issuer, trust_config)
+    if signature is None and (key is not None or keyless is not None):
+        raise UsageError("--key, --identity, --issuer and --trust-config check a --signature; give it too")
+    if signature is not None:
+        from registry.services.signing import add_signed
+
+        signed = add_signed(reg, path, name, signature, key_path=key, keyless=keyless, revision=revision,
+                            manifest_file=manifest, progress=progress_bars(), register=register_flag(no_smoke),
+                            device=device)
+        note(f"signature {signature} verified and recorded: {signed.files} files signed by "
+             f"{signed.signer[:16] if signed.method == 'key' else signed.signer}")
+        result = signed.added
+    else:
+        result = add_folder(reg, path, name, revision=revision, manifest_file=manifest, progress=progress_bars(),
+                            register=register_flag(no_smoke), device=device)
     finish_ingest(result, json_out=json_out,
                   detail=f"{plural(result.files, 'file')}, {human_size(result.bytes)}, {plural(result.new_blobs, 'new blob')}")
 

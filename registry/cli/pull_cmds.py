@@ -11,6 +11,7 @@ from registry.errors import UsageError
 from registry.cli.base import (
     DeviceOpt, JsonOpt, NoSmokeOpt, app, finish_ingest, human_size, note, open_registry, plural, register_flag,
 )
+from registry.cli.sign_cmds import TrustOpt
 
 
 def check_local_dir(path: Path) -> None:
@@ -35,6 +36,7 @@ def pull_cmd(
     local_dir: Annotated[Optional[Path], typer.Option("--local-dir", help="Then write the model's own files into this plain folder, as `hf download --local-dir` does (recorded as a deployment).")] = None,
     max_workers: Annotated[int, typer.Option("--max-workers", min=1, help="Files downloaded at once.")] = 8,
     insecure: Annotated[bool, typer.Option("--insecure", help="oci:// only: plain HTTP, for a registry on loopback.")] = False,
+    trust: TrustOpt = None,
     no_smoke: NoSmokeOpt = False,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
@@ -53,7 +55,7 @@ def pull_cmd(
     from registry.cli.progress import progress_bars
     from registry.services.pull import pull
 
-    reg = open_registry()
+    reg = open_registry(trust_file=trust)
     if local_dir is not None:
         check_local_dir(local_dir)  # before any byte is fetched
     result = pull(reg, repo_id, revision=revision, manifest_file=manifest, endpoint=endpoint, token=token,

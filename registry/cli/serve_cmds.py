@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, human_size, note, open_registry, plural, table
+from registry.cli.sign_cmds import TrustOpt
 
 
 @app.command("serve")
@@ -17,13 +18,14 @@ def serve_cmd(
     token_file: Annotated[Optional[Path], typer.Option("--token-file", help="TOML file of bearer tokens and the repo globs they may read (see docs/mirror.md).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request to stderr.")] = False,
     keep_alive: Annotated[float, typer.Option("--keep-alive", min=0.1, help="Seconds an idle keep-alive connection stays open.")] = 30.0,
+    trust: TrustOpt = None,
 ) -> None:
     """Serve registered models over the Hub's HTTP API (point clients at it with HF_ENDPOINT)."""
     from registry.server import TokenPolicy, create_app
     from registry.server.listen import bind, run_server
 
     policy = TokenPolicy.load(token_file) if token_file else TokenPolicy.open()
-    reg = open_registry()
+    reg = open_registry(trust_file=trust)
     sock = bind(host, port)  # before saying "serving": a busy port is a clear error, not a late exit
     app_ = create_app(reg, policy)
     served = app_.mirror.served_model_count()
@@ -58,12 +60,13 @@ def export_cmd(
 @app.command("import")
 def import_cmd(
     path: Annotated[Path, typer.Argument(help="A bundle folder or .tar written by `registry export`.")],
+    trust: TrustOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify every byte of a bundle, then record its models (blobs already in the store are skipped)."""
     from registry.services.bundle import import_bundle
 
-    result = import_bundle(open_registry(), path)
+    result = import_bundle(open_registry(trust_file=trust), path)
     if json_out:
         emit_json(result)
         return
@@ -81,12 +84,13 @@ def deploy_cmd(
     node: Annotated[Optional[str], typer.Option("--node", help="Node name recorded for the audit (default: this host).")] = None,
     as_base: Annotated[bool, typer.Option("--as-base", help="Deploy a base (base_only in its manifest) as a model "
                                                             "itself; without it a base is refused.")] = False,
+    trust: TrustOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Materialise a registered model on this node and record the deployment."""
     from registry.services.deploy import deploy
 
-    result = deploy(open_registry(), name, target, layout=layout, node=node, as_base=as_base)
+    result = deploy(open_registry(trust_file=trust), name, target, layout=layout, node=node, as_base=as_base)
     if json_out:
         emit_json(result)
         return
@@ -95,6 +99,8 @@ def deploy_cmd(
     echo(table(["repo", "commit", "files", "size", "linked", "copied", "reused"],
                [(r.repo_id, r.commit[:12], r.files, human_size(r.bytes), r.linked, r.copied, r.reused)
                 for r in result.repos]))
+    for repo in result.signed:
+        echo(f"model.sig written for {repo} (check it with `model_signing verify key`)")
     if result.layout == "hf-cache":
         echo(f"load with: HF_HUB_OFFLINE=1 HF_HUB_CACHE={result.target}")
     for repo in result.not_included:

@@ -14,7 +14,7 @@ as they were.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,9 +197,11 @@ class _FolderSource(Source):
 
 def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | None = None,
                manifest_file: Path | str | None = None, progress: Progress | None = None,
-               register: bool | None = False, device: str = "auto") -> AddResult:
+               register: bool | None = False, device: str = "auto",
+               approve: Callable[[ResolvedManifest], None] | None = None) -> AddResult:
     """Import a folder; ``register`` as in ``register_after_ingest`` (the CLI and ``registry.add`` pass None:
-    REGISTRY_SMOKE decides; services that register themselves, such as merge, leave it False)."""
+    REGISTRY_SMOKE decides; services that register themselves, such as merge, leave it False). ``approve``
+    (e.g. a signature check) sees the resolved model last and may refuse it: nothing is stored then."""
     if not REPO_ID_RE.match(name or ""):
         raise UsageError(f"--name {name!r} is not a repo id like 'org/name'")
     folder = scan_folder(path)
@@ -210,7 +212,7 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
     selections, others = _select_all(reg, manifest, name, own_listing)
     plan = make_plan(name, manifest, selections, explicit=manifest_path is not None, own_paths=folder.files)
     source = _FolderSource(reg, folder, others, revision, progress)
-    done = ingest_run(reg, source, plan)
+    done = ingest_run(reg, source, plan, approve=approve)
     registration = register_after_ingest(reg, name, done.commit, register=register, device=device)
     files, size = totals(done.resolved)
     return AddResult(

@@ -43,6 +43,7 @@ from registry.services.context import Registry
 from registry.services.record import RepoSource, record_model
 from registry.services.verify import release_proven
 from registry.store import ExpectedBlob, check_blobs
+from registry.services.signature_transfer import Pending, bundle_signatures, check_bundle_signatures, record_signatures
 
 FORMAT = "registry-bundle"
 VERSION = 1
@@ -156,7 +157,7 @@ def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> Ex
     index = json.dumps({
         "format": FORMAT, "version": VERSION, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "created_by": reg.settings.actor, "host": reg.settings.host, "models": models,
-        "blobs": sorted(blobs.values(), key=lambda b: b["sha256"]),
+        "blobs": sorted(blobs.values(), key=lambda b: b["sha256"]), "signatures": bundle_signatures(reg, models),
     }, indent=1, sort_keys=True).encode()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.incomplete"
@@ -407,7 +408,7 @@ def add_smoke_runs(model: Model, runs: Sequence[dict[str, Any]]) -> None:
         model.smoke_runs.append(run)
 
 
-def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
+def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures: list[Pending]) -> None:
     with reg.catalog.session() as session:
         for m in models:
             existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
@@ -428,6 +429,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
             add_smoke_runs(model, m["smoke_runs"])
             reg.log(session, "import", m["name"], commit=m["commit"], root_digest=m["root_digest"], state=m["state"],
                     bundle=str(path))
+        record_signatures(session, signatures, reg.settings.actor)
 
 
 def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
@@ -438,7 +440,9 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
         raise UsageError(f"{path}: not a folder or a .tar file")
     reader = _Reader(path)
     try:
-        models, blobs = _check_index(_read_index(reader), reader)
+        index = _read_index(reader)
+        models, blobs = _check_index(index, reader)
+        signatures = check_bundle_signatures(reg, index, models)  # and the trust policy, before any byte is stored
         written = skipped = nbytes = 0
         # incremental: bytes already proven in this store are skipped, unless they rotted there (a fast verify)
         present = [ExpectedBlob(sha, meta["size"], meta["blake3"]) for sha, meta in blobs.items() if reg.store.has(sha)]
@@ -452,7 +456,7 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
             nbytes += meta["size"]
     finally:
         reader.close()
-    _record(reg, models, path)
+    _record(reg, models, path, signatures)
     release_proven(reg, set(blobs))
     return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
                         nbytes)

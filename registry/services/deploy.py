@@ -28,9 +28,11 @@ from registry.catalog import states
 from registry.catalog.models import LAYOUTS, Deployment, Ref
 from registry.catalog.queries import find_model
 from registry.errors import ConflictError, StorageError, UsageError
-from registry.hashing import blake3_file
+from registry.hashing import blake3_file, git_blob_sha1
 from registry.paths import safe_join
 from registry.services.context import Registry
+from registry.services.trust import deploy_signatures
+from registry.signing.oms import SIGNATURE_FILE
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class PlannedRepo:
     commit: str
     refs: tuple[str, ...]
     files: tuple[PlannedFile, ...]
+    signature: bytes | None = None  # the model.sig written beside the files (it lists exactly them)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class DeployResult:
     path: str
     repos: tuple[DeployedRepo, ...]
     not_included: tuple[str, ...]  # repos a `dir` deployment leaves out (deploy them too, or use hf-cache)
+    signed: tuple[str, ...] = ()   # repo@commit of each folder that got a model.sig
 
 
 def cache_folder_name(repo_id: str) -> str:
@@ -122,8 +126,9 @@ def _plan(reg: Registry, spec: str, as_base: bool = False, accept: tuple[str, ..
                 refs[key] = here if "main" in names else tuple(sorted({*here, "main"}))
         own = (model.name, model.revision.commit_sha)
         order = [k for k in repos if k != own] + ([own] if own in repos else [])
-        planned = [PlannedRepo(k[0], k[1], refs[k], tuple(sorted(repos[k].values(), key=lambda p: p.path)))
-                   for k in order]
+        signatures = deploy_signatures(reg, session, model)  # refuses an untrusted model under a trust policy
+        planned = [PlannedRepo(k[0], k[1], refs[k], tuple(sorted(repos[k].values(), key=lambda p: p.path)),
+                               signatures.get(k)) for k in order]
         chosen = _Chosen(model.id, model.name, model.revision.commit_sha, model.root_digest)
     for repo in planned:
         for f in repo.files:
@@ -170,6 +175,19 @@ def _symlink_atomic(target: str, link: Path) -> None:
     os.replace(tmp, link)
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """A small read-only file (model.sig), written aside and renamed; an equal one already there is kept."""
+    if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.incomplete")
+    try:
+        tmp.write_bytes(data)
+        tmp.chmod(0o444)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -194,11 +212,17 @@ def _deploy_cache_repo(root: Path, repo: PlannedRepo, mat: _Materializer) -> Dep
     (folder / "snapshots").mkdir(exist_ok=True)
     for f in repo.files:
         mat.put(f.sha256, f.size, blobs / f.etag)
+    links = repo.files
+    if repo.signature is not None:
+        # model.sig as huggingface_hub stores a regular file: a blob named by its git sha1, linked from the snapshot
+        etag = git_blob_sha1(repo.signature)
+        _write_file(blobs / etag, repo.signature)
+        links = (*repo.files, PlannedFile(SIGNATURE_FILE, len(repo.signature), "", "", etag))
     final = folder / "snapshots" / repo.commit
     staging = folder / f".registry-staging-{uuid.uuid4().hex[:8]}"
     try:
         if not final.exists():
-            _link_snapshot(staging / repo.commit, repo.files, blobs)
+            _link_snapshot(staging / repo.commit, links, blobs)
             try:
                 os.rename(staging / repo.commit, final)  # the snapshot appears whole
             except OSError as exc:
@@ -206,7 +230,7 @@ def _deploy_cache_repo(root: Path, repo: PlannedRepo, mat: _Materializer) -> Dep
                     raise
         # Already there (an earlier deploy, a concurrent one, or huggingface_hub's own download): each link is
         # replaced atomically, so readers see the old link or the new one, never a missing file.
-        _link_snapshot(final, repo.files, blobs)
+        _link_snapshot(final, links, blobs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for name in repo.refs:
@@ -231,6 +255,8 @@ def _deploy_dir(target: Path, repo: PlannedRepo, mat: _Materializer) -> Deployed
             dest = safe_join(staging, f.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             mat.put(f.sha256, f.size, dest)
+        if repo.signature is not None:
+            _write_file(staging / SIGNATURE_FILE, repo.signature)
         if target.exists():
             target.rmdir()
         os.rename(staging, target)  # the folder appears whole
@@ -276,8 +302,10 @@ def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-ca
         reg.log(session, "deploy", model.name, commit=model.commit, root_digest=model.root_digest,
                 node=node, path=path, layout=layout, linked=mat.linked, copied=mat.copied)
         deployment_id = row.id
+    signed = tuple(f"{r.repo_id}@{r.commit}" for r in planned if r.signature is not None
+                   and (layout == "hf-cache" or r.repo_id == model.name))
     return DeployResult(deployment_id, model.name, model.commit, model.root_digest, layout, node,
-                        reg.settings.actor, str(target), path, done, not_included)
+                        reg.settings.actor, str(target), path, done, not_included, signed)
 
 
 # ---- audit ------------------------------------------------------------------------------------------

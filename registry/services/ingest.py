@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,10 @@ class Source(ABC):
         return {}
 
 
-def run(reg: Registry, source: Source, plan: Plan) -> Recorded:
+def run(reg: Registry, source: Source, plan: Plan,
+        approve: Callable[[ResolvedManifest], None] | None = None) -> Recorded:
+    """``approve`` (a signature or trust check) sees the resolved model last and may refuse it: nothing is kept
+    or recorded then."""
     try:
         check_plan(reg, plan, source)
         early = source.readable_now(plan)
@@ -133,6 +136,8 @@ def run(reg: Registry, source: Source, plan: Plan) -> Recorded:
             if early is None:
                 pickles = check_formats(plan, acquired.readable)
             resolved, sources = source.locate(plan, acquired.locked)
+            if approve is not None:
+                approve(resolved)
             new_blobs = source.keep()
         finally:
             source.release()

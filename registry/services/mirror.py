@@ -6,6 +6,9 @@ every request, so a quarantine on one replica of a fleet hides the revision on a
 
 What is cached per process is only what cannot change: a commit's files (a commit's bytes never change),
 keyed by (repo, commit, path). Refs, visibility and states are never cached.
+
+Signatures (services/trust.py): a revision with a model-signing signature over exactly its files lists and serves
+``model.sig`` as one more regular file; with a trust policy in force, only models it trusts are visible.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from sqlalchemy.orm import Session
 from registry.catalog import states
 from registry.catalog.models import Component, File, Model, Ref, Repo, Revision
 from registry.errors import EntryNotFound, RepoNotFound, RevisionNotFound
-from registry.hashing import SHA1_RE, lfs_pointer
+from registry.hashing import SHA1_RE, git_blob_sha1, lfs_pointer
 from registry.paths import check_relative_path
 from registry.services.context import Registry
+from registry.services.trust import TrustGate, publishable, signature_file
+from registry.signing.oms import SIGNATURE_FILE, Statement
 
 DEFAULT_BRANCH = "main"
 
@@ -94,10 +99,17 @@ class Mirror:
         self._files: OrderedDict[tuple[str, str, str], MirrorFile] = OrderedDict()
         self._max = cache_entries
         self._lock = threading.Lock()
+        # With a trust policy only models it trusts are visible (REGISTRY_TRUST / serve --trust).
+        self.trust = TrustGate.from_settings(reg.settings)
+        self._statements: dict[int, Statement | None] = {}  # signature row id -> its parsed statement
 
     def served_model_count(self) -> int:
-        """How many registered models this mirror serves (what `serve` says at start)."""
+        """How many registered models this mirror serves (what `serve` says at start): with a trust policy, the
+        ones it trusts."""
         with self.reg.catalog.reader() as session:
+            if self.trust is not None:
+                ids = set(session.scalars(select(Model.id).where(Model.state.in_(states.SERVED))))
+                return len(self.trust.trusted_model_ids(session, ids))
             return session.scalar(select(func.count()).select_from(Model).where(Model.state.in_(states.SERVED))) or 0
 
     # ---- visibility -------------------------------------------------------------------------
@@ -107,13 +119,16 @@ class Mirror:
             raise RepoNotFound(f"repository {repo_id!r} is not on this mirror", details={"repo": repo_id})
         quarantined = select(Model.revision_id).where(Model.state == states.QUARANTINED)
         rows = session.execute(
-            select(Revision.id, Revision.commit_sha, Model.updated_at)
+            select(Revision.id, Revision.commit_sha, Model.updated_at, Model.id)
             .join(Component, Component.revision_id == Revision.id)
             .join(Model, Model.id == Component.model_id)
             .where(Revision.repo_id == repo_pk, Model.state.in_(states.SERVED), Revision.id.not_in(quarantined))
         ).all()
+        if self.trust is not None:
+            trusted = self.trust.trusted_model_ids(session, {r[3] for r in rows})
+            rows = [r for r in rows if r[3] in trusted]
         revisions: dict[str, tuple[int, dt.datetime]] = {}
-        for pk, commit, at in rows:
+        for pk, commit, at, _ in rows:
             if commit not in revisions or at > revisions[commit][1]:
                 revisions[commit] = (pk, at)
         if not revisions:
@@ -144,7 +159,16 @@ class Mirror:
             commit = self._resolve(vis, repo_id, revision)
             pk, at = vis.revisions[commit]
             files = tuple(self._remember(repo_id, commit, f) for f in _files_of(session, pk))
+            signature = self._signature(session, pk, repo_id)
+        if signature is not None:
+            files = tuple(sorted((*files, _signature_entry(signature)), key=lambda f: f.path))
         return RevisionView(repo_id, commit, at, files)
+
+    def _signature(self, session: Session, revision_pk: int, repo_id: str) -> bytes | None:
+        """The model.sig served as a file of the revision (never cached: signatures can be added at any time)."""
+        if len(self._statements) > self._max:
+            self._statements.clear()
+        return publishable(session, revision_pk, None, self.trust, repo_id, self._statements)
 
     def refs(self, repo_id: str) -> tuple[RefView, ...]:
         with self.reg.catalog.reader() as session:
@@ -165,6 +189,11 @@ class Mirror:
                     select(File.path, File.size, File.blob_sha256, File.git_oid, File.lfs)
                     .where(File.revision_id == vis.revisions[commit][0], File.path == path)
                 ).one_or_none()
+                if row is None and path == SIGNATURE_FILE:
+                    signature = self._signature(session, vis.revisions[commit][0], repo_id)
+                    if signature is not None:
+                        return FileHit(repo_id, commit, _signature_entry(signature),
+                                       signature_file(self.reg, signature))
                 if row is None:
                     raise EntryNotFound(f"{repo_id}@{commit}: no file {path!r}",
                                         details={"repo": repo_id, "commit": commit, "path": path})
@@ -209,6 +238,10 @@ class Mirror:
             while len(self._files) > self._max:
                 self._files.popitem(last=False)
         return f
+
+
+def _signature_entry(data: bytes) -> MirrorFile:
+    return MirrorFile(SIGNATURE_FILE, len(data), hashlib.sha256(data).hexdigest(), git_blob_sha1(data), False)
 
 
 def _files_of(session: Session, revision_pk: int) -> list[MirrorFile]:

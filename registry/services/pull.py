@@ -48,6 +48,8 @@ from registry.services.ingest import run as ingest_run
 from registry.services.manifests import choose_manifest, missing_repo_selection
 from registry.services.record import RepoSource
 from registry.services.register import RegisterResult, register_after_ingest
+from registry.services.signature_transfer import pulled_signatures, record_pulled
+from registry.services.trust import require_trusted
 from registry.store import ExpectedBlob, check_blobs
 from registry.store.blobs import BlobStore, BlobWriter
 
@@ -401,6 +403,7 @@ def _from_store(reg: Registry, name: str, revision: str | None, endpoint: str, w
                 "HF_ENDPOINT) or import an offline bundle",
                 details={"name": name, "revision": revision, "endpoint": endpoint},
             ) from exc
+        require_trusted(reg, session, model, doing=f"pull; {why}")
         state, commit = model.state, model.revision.commit_sha
         refs = [r.name for r in model.revision.repo.refs if r.revision_id == model.revision_id]
         resolved = ResolvedManifest.from_dict(model.manifest)
@@ -546,9 +549,16 @@ def _pull_online(reg: Registry, client: HubClient, own: RemoteRepo, revision: st
         log_refusal(reg, "pull", name, exc, endpoint=client.endpoint, commit=own.commit)
         raise
     plan = make_plan(name, manifest, selections, explicit=manifest_file is not None, own_paths=own.files)
-    done = ingest_run(reg, _UpstreamSource(reg, client, repos, dl), plan)
+    signatures: list[Any] = []
+
+    def approve(resolved: ResolvedManifest) -> None:
+        # under a trust policy: the upstream's model.sig must be a trusted signature of these bytes, or nothing is recorded
+        signatures.extend(pulled_signatures(reg, client, repos, resolved))
+
+    done = ingest_run(reg, _UpstreamSource(reg, client, repos, dl), plan, approve=approve)
     files, size = totals(done.resolved)
     st = dl.stats
+    record_pulled(reg, name, signatures)
     return PullResult(
         name=name, revision=own.revision, commit=own.commit, state=done.state, family=done.resolved.family,
         inferred=done.resolved.inferred, manifest_source=done.resolved.source, root_digest=done.resolved.root_digest,
