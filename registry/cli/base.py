@@ -26,8 +26,10 @@ def _flag_display_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
     return _option_display_type(self, ctx)
 
 
-_option_display_type = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = _flag_display_type  # type: ignore[method-assign]
+# only where typer has that hook (0.29+); older releases draw no type for flags and have nothing to mend
+_option_display_type = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _option_display_type is not None:
+    typer.core.TyperOption.display_type_rich = _flag_display_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="registry",

@@ -10,6 +10,7 @@ Components: the visual weight ``.pth`` (a pickle, read with ``weights_only``) an
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from registry.errors import BrokenExtra, MissingExtra, SmokeFailed
@@ -41,6 +42,8 @@ def load(request: LoadRequest) -> Loaded:
                            details={"module": "visual_bge", "extra": "bge"}) from exc
     model = modeling.Visualized_BGE(model_name_bge=str(text_folder), model_weight=str(weights[0]))
     model.to(request.placement.device, dtype=request.placement.torch_dtype())
+    # the library builds its attention mask in the dtype it recorded at construction (float32): keep it in step
+    model.dtype = request.placement.torch_dtype()
     finalize(model, request.resolved.name)
     return Loaded("visualized-bge", model, getattr(model, "tokenizer", None), request.placement,
                   checks=["eval mode (the library never sets it), gradients off, nothing on meta"])
@@ -49,7 +52,12 @@ def load(request: LoadRequest) -> Loaded:
 def smoke(loaded: Loaded, texts: tuple[str, ...], image: Any | None) -> Outputs:
     torch = import_torch()
     out: Outputs = {}
-    with torch.inference_mode():
+    dtype = loaded.placement.torch_dtype()
+    # encode() turns images into float32 tensors whatever the model's dtype: in bf16/fp16 that is a dtype
+    # mismatch in the first conv (seen on an H200), so those run under autocast, as a user of the library must
+    amp = (torch.autocast(device_type=loaded.placement.device.split(":")[0], dtype=dtype)
+           if dtype != torch.float32 else contextlib.nullcontext())
+    with torch.inference_mode(), amp:
         out["text_embeddings"] = torch.cat([loaded.model.encode(text=t) for t in texts]).float().cpu().numpy()
         if image is not None:
             import tempfile
