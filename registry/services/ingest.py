@@ -153,7 +153,7 @@ def run(reg: Registry, source: Source, plan: Plan,
 def log_refusal(reg: Registry, action: str, name: str, exc: RegistryError, **context: Any) -> None:
     """The one record a refused ingest leaves: an ``add.refused`` / ``pull.refused`` event."""
     details: dict[str, Any] = {"error": type(exc).__name__, "message": exc.message}
-    for key in ("missing", "mismatched"):
+    for key in ("missing", "mismatched", "signature", "problems"):
         if exc.details.get(key):
             details[key] = exc.details[key]
     if exc.kind == "format":

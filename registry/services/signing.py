@@ -25,6 +25,7 @@ from registry.catalog.queries import find_model, find_revision
 from registry.errors import ConflictError, SignatureError, StorageError, UsageError
 from registry.hashing import blake3_file, sha256_file
 from registry.manifest.resolve import ResolvedManifest
+from registry.catalog import states
 from registry.services.context import Registry
 from registry.services.register import register_after_ingest
 from registry.signing import oms
@@ -203,7 +204,7 @@ def sign_model(reg: Registry, spec: str, key_path: Path | str, *, output: Path |
     with reg.catalog.session() as session:
         model = find_model(session, spec)
         label = f"{model.name}@{model.revision.commit_sha[:12]}"
-        if model.state not in ("verified", "registered"):
+        if model.state not in states.LOADABLE:
             raise ConflictError(f"{label} is {model.state}"
                                 f"{' (' + model.state_reason + ')' if model.state_reason else ''}; only verified or "
                                 "registered models are signed", details={"name": model.name, "state": model.state})
@@ -341,8 +342,7 @@ def add_signed(reg: Registry, path: Path | str, name: str, signature: Path | str
                             "a deployed copy holds exactly the model's files, so a signature must list them and "
                             "nothing else: sign again with `model_signing sign key --ignore-paths ...` for files the "
                             "model does not need, or pass a --manifest that keeps them")
-            reg.log_now("add.refused", name, path=str(path), signature=label, problems=list(problems))
-            raise exc
+            raise exc  # the ingest pipeline records the one add.refused event, with these problems
 
     added = add_folder(reg, path, name, revision=revision, manifest_file=manifest_file, progress=progress,
                        approve=approve)  # registration waits until the signature is recorded with the model
