@@ -1,7 +1,21 @@
 """The Hub client: revisions, trees and verified-as-they-arrive byte streams from the Hub or any
-HF-compatible mirror, over huggingface_hub. Returns bytes and metadata; never writes the catalog."""
+HF-compatible mirror, over huggingface_hub. Returns bytes and metadata; never writes the catalog.
 
-from registry.fetch.hub import EndpointUnreachable, HubClient, RemoteFile, RemoteRepo, Sink
-from registry.fetch.progress import NullProgress, Progress
+Names resolve on first use: the CLI's progress bars need ``registry.fetch.progress`` alone, not the client.
+"""
 
-__all__ = ["EndpointUnreachable", "HubClient", "NullProgress", "Progress", "RemoteFile", "RemoteRepo", "Sink"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_NAMES = {"EndpointUnreachable": "hub", "HubClient": "hub", "RemoteFile": "hub", "RemoteRepo": "hub", "Sink": "hub",
+          "NullProgress": "progress", "Progress": "progress"}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'registry.fetch' has no attribute {name!r}")
+    return getattr(import_module(f"registry.fetch.{module}"), name)

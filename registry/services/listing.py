@@ -6,8 +6,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload, selectinload
 
-from registry.catalog.models import Component, ComponentFile, File, Model, Ref, Revision
+from registry.catalog.models import Component, ComponentFile, File, Lineage, Model, Ref, Repo, Revision
 from registry.catalog.queries import find_model
 from registry.manifest.resolve import LockedFile, ResolvedManifest
 from registry.services.context import Registry
@@ -121,7 +122,16 @@ def show_model(reg: Registry, spec: str) -> ModelDetail:
     from registry.services.load import base_users
 
     with reg.catalog.reader() as session:
-        model = find_model(session, spec)
+        found = find_model(session, spec)
+        # everything `show` prints, in a few batched queries rather than one per file, blob and run
+        model = session.scalars(select(Model).where(Model.id == found.id).options(
+            joinedload(Model.revision).joinedload(Revision.repo).selectinload(Repo.refs),
+            selectinload(Model.components).joinedload(Component.revision).joinedload(Revision.repo),
+            selectinload(Model.components).selectinload(Component.files).joinedload(File.blob),
+            selectinload(Model.lineage).joinedload(Lineage.parent_revision).joinedload(Revision.repo),
+            selectinload(Model.lineage).joinedload(Lineage.parent_model),
+            selectinload(Model.smoke_runs),
+        ).execution_options(populate_existing=True)).one()
         base_of = tuple(base_users(reg, model.name, model.revision.commit_sha))
         resolved = ResolvedManifest.from_dict(model.manifest)
         return ModelDetail(
