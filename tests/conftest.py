@@ -103,6 +103,18 @@ def registry_env(tmp_path, database_url, monkeypatch) -> dict[str, str]:
 
 
 @pytest.fixture
+def target(database_url, tmp_path) -> Iterator[Registry]:
+    """A second, empty registry (its own store, its own catalog database of the same kind): where an import,
+    an OCI pull or a pull from our own mirror lands."""
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'target' / 'catalog.db'}" if database_url.startswith("sqlite")
+               else stack.enter_context(postgres_database()))
+        registry = Registry.open(Settings.from_env(home=tmp_path / "target", database_url=url))
+        stack.callback(registry.close)
+        yield registry
+
+
+@pytest.fixture
 def reg(registry_env) -> Iterator[Registry]:
     registry = Registry.open(Settings.from_env())
     try:

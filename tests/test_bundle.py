@@ -3,7 +3,6 @@ kind of bad bundle: each is refused with the wrong entry named, and nothing is r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
@@ -15,26 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.catalog.models import Model
-from registry.config import Settings
-from registry.errors import ConflictError, IntegrityError, UsageError
+from registry.errors import IntegrityError, UsageError
 from registry.services.bundle import export_bundle, import_bundle
 from registry.services.context import Registry
 from registry.services.listing import show_model
-from tests.conftest import postgres_database, write_json, write_safetensors
+from tests.conftest import write_json, write_safetensors
 from tests.serve_helpers import add_registered, make_tiny_repo, set_state
-
-
-@pytest.fixture
-def target(database_url, tmp_path):
-    """A second, empty registry (its own store, its own catalog database of the same kind)."""
-    with contextlib.ExitStack() as stack:
-        if database_url.startswith("sqlite"):
-            url = f"sqlite:///{tmp_path / 'target' / 'catalog.db'}"
-        else:
-            url = stack.enter_context(postgres_database())
-        registry = Registry.open(Settings.from_env(home=tmp_path / "target", database_url=url))
-        stack.callback(registry.close)
-        yield registry
 
 
 @pytest.fixture

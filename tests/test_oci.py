@@ -3,20 +3,18 @@ client) inspects and copies what we push, and the copy validates against the Mod
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 
 import pytest
 
-from registry.config import Settings
 from registry.errors import ConflictError, RevisionNotFound, UsageError
 from registry.services.context import Registry
 from registry.services.listing import show_model
 from registry.services.oci_pull import pull_oci
 from registry.services.oci_push import push_model
 from registry.services.verify import verify
-from tests.conftest import make_bert_like, postgres_database, write_json, write_safetensors
+from tests.conftest import make_bert_like, write_json, write_safetensors
 from tests.oci_helpers import distribution, raw_manifest, read_layout, skopeo, validate_modelpack
 from tests.pull_helpers import catalog_counts, events
 from tests.serve_helpers import add_registered, set_state
@@ -26,17 +24,6 @@ from tests.serve_helpers import add_registered, set_state
 def oci(tmp_path):
     with distribution(tmp_path / "distribution") as server:
         yield server
-
-
-@pytest.fixture
-def target(database_url, tmp_path):
-    """A second, empty registry (its own store, a catalog database of the same kind): where pulls land."""
-    with contextlib.ExitStack() as stack:
-        url = (f"sqlite:///{tmp_path / 'target' / 'catalog.db'}" if database_url.startswith("sqlite")
-               else stack.enter_context(postgres_database()))
-        registry = Registry.open(Settings.from_env(home=tmp_path / "target", database_url=url))
-        stack.callback(registry.close)
-        yield registry
 
 
 @pytest.fixture

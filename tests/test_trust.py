@@ -4,7 +4,6 @@ the real mirror under uvicorn, the real huggingface_hub and model_signing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 import shutil
@@ -17,7 +16,6 @@ from registry.catalog.models import Event, Signature
 from registry.config import Settings
 from registry.services.context import Registry
 from tests.add_helpers import make_adapter, store_files
-from tests.conftest import postgres_database
 from tests.serve_helpers import add_registered, client_env, http, make_tiny_repo, run_client, serve, set_state
 from tests.sign_helpers import make_keys, model_count, ms_verify, signature_count, write_trust
 
@@ -38,17 +36,6 @@ def stranger(tmp_path):
 @pytest.fixture
 def trust(tmp_path, keys):
     return write_trust(tmp_path / "trust.toml", [(["acme/*"], [keys.public])])
-
-
-@pytest.fixture
-def target(database_url, tmp_path):
-    """A second, empty registry of the same database kind."""
-    with contextlib.ExitStack() as stack:
-        url = (f"sqlite:///{tmp_path / 'target' / 'catalog.db'}" if database_url.startswith("sqlite")
-               else stack.enter_context(postgres_database()))
-        registry = Registry.open(Settings.from_env(home=tmp_path / "target", database_url=url))
-        stack.callback(registry.close)
-        yield registry
 
 
 def _with_trust(registry: Registry, trust: Path) -> Registry:
