@@ -29,6 +29,7 @@ from registry.hashing import LFS_THRESHOLD, SHA1_RE, SHA256_RE, lfs_pointer_oid
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.context import Registry
+from registry.services.leasing import leased
 from registry.services.folders import Folder, scan_folder
 from registry.services.manifests import CatalogRepo, catalog_repo, choose_manifest, missing_repo_selection
 from registry.services.record import RepoSource, record_model
@@ -134,6 +135,7 @@ def _check_other_repos_in_store(reg: Registry, selections: list[Selection], othe
     return problems
 
 
+@leased("add")
 def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | None = None,
                manifest_file: Path | None = None, progress: Progress | None = None) -> AddResult:
     if not REPO_ID_RE.match(name or ""):

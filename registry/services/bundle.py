@@ -39,6 +39,7 @@ from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import REPO_ID_RE
 from registry.paths import check_relative_path
 from registry.services.context import Registry
+from registry.services.leasing import leased
 from registry.services.record import RepoSource, record_model
 
 FORMAT = "registry-bundle"
@@ -142,6 +143,7 @@ def _summary(record: dict[str, Any]) -> BundledModel:
                         sum(files.values()))
 
 
+@leased("export")
 def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> ExportResult:
     output = Path(output).expanduser().absolute()
     as_tar = output.suffix == ".tar"
@@ -149,6 +151,7 @@ def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> Ex
         raise UsageError(f"--output {output} already exists; remove it or choose another --output",
                        details={"output": str(output)})
     models, blobs = _collect(reg, names)
+    reg.store.claim(*blobs)  # a model removed while this runs keeps its blobs until the bundle is written
     index = json.dumps({
         "format": FORMAT, "version": VERSION, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "created_by": reg.settings.actor, "host": reg.settings.host, "models": models,
@@ -404,6 +407,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path) -> None:
                     bundle=str(path))
 
 
+@leased("import")
 def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
     path = Path(path).expanduser().absolute()
     if not path.exists():

@@ -41,6 +41,7 @@ from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Se
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.add import ComponentSummary
 from registry.services.context import Registry
+from registry.services.leasing import leased
 from registry.services.manifests import choose_manifest, missing_repo_selection
 from registry.services.record import RepoSource, record_model
 from registry.store.blobs import BlobStore, BlobWriter
@@ -465,6 +466,7 @@ def _record(reg: Registry, resolved: ResolvedManifest, sources: dict[str, RepoSo
     raise AssertionError("unreachable")
 
 
+@leased("pull")
 def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_file: Path | str | None = None,
          endpoint: str | None = None, token: str | None = None, progress: Progress | None = None,
          retries: int = 5, backoff: float = 1.0, workers: int = 8) -> PullResult:
