@@ -77,6 +77,8 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
             if sha not in referenced:
                 problems.append(FileProblem(None, None, None, sha, "extra", "blob not referenced by the catalog"))
     quarantined = _quarantine(reg, [mid for mid, key in model_keys if key in bad_models], problems)
+    reg.log_now("verify", ",".join(names) or "store", deep=deep, ok=not problems, models=len(model_keys),
+                blobs_checked=len(checks), problems=len(problems), quarantined=list(quarantined))
     return VerifyReport(
         deep=deep,
         models_checked=tuple(key for _, key in model_keys),
