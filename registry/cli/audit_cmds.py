@@ -115,8 +115,9 @@ def _scan(root: Path, *, verify: bool, deep: bool, wide: bool, json_out: bool) -
                 echo(f"{m.verdict}  {m.repo_id or m.path}: {line}")
         for p in report.problems:
             echo(f"problem  {p.path}: {p.problem}")
+        trusting_names = report.layout == "hf-cache" and not (verify or deep)
         note(f"{plural(report.files_hashed, 'file')} hashed ({human_size(report.bytes_hashed)})"
-             + ("" if verify or deep else "; names and sizes only, as `hf cache ls` reads them: --verify hashes the "
-                "bytes, which also catches blobs whose names do not match their content"))
+             + ("; blobs judged by their names and sizes, as `hf cache ls` reads them: --verify hashes the bytes, "
+                "which also catches blobs whose names do not match their content" if trusting_names else ""))
     if not report.ok:
         exit_reported(VerificationFailed)

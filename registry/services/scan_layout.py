@@ -1,0 +1,332 @@
+"""Reading what sits on a node's disk without trusting it: an HF cache (``hf download``, ``snapshot_download``,
+transformers) or a folder of model folders (made by hand, ``save_pretrained``, ``hf download --local-dir``).
+
+Nothing is followed out of the folder being read and nothing is changed. Each oddity becomes a ``ScanProblem``
+(never an exception): broken snapshot links, links that leave the cache, stray ``.incomplete`` downloads, refs
+that point at missing snapshots, blobs whose names do not match their bytes (when hashing), unreadable folders.
+
+Identity of a file: in an HF cache the blob's name is its etag (sha256 for LFS files, git blob sha1 otherwise),
+which is trusted unless ``hash_bytes`` (then every blob is hashed and its name checked); plain folders carry no
+names, so their files are always hashed. Hashes go through a stat cache keyed by path
+(``$REGISTRY_HOME/scan.statcache.sqlite``), so a second scan of unchanged files hashes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.hashing import SHA1_RE, SHA256_RE, hash_file
+from registry.paths import check_relative_path
+from registry.store.statcache import StatCache, StatKey
+
+INCOMPLETE_SUFFIX = ".incomplete"
+MODEL_MARKERS = ("config.json", "adapter_config.json", "modules.json", "model_index.json", "model.safetensors",
+                 "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
+MAX_DEPTH = 3      # root/org/name/ is as deep as model folders are looked for
+MAX_JSON = 4 * 1024 * 1024
+SKIPPED = {".git", ".cache", "__pycache__", ".ipynb_checkpoints", ".no_exist", ".locks"}
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    path: str
+    problem: str
+
+
+@dataclass
+class FoundFile:
+    path: str              # repo-relative
+    size: int
+    real: Path             # the file holding the bytes (a blob, or the file itself)
+    etag: str | None = None     # the name an HF cache gave it
+    sha256: str | None = None   # trusted from a 64-hex etag, or computed
+    git_sha1: str | None = None
+
+
+@dataclass
+class FoundSnapshot:
+    kind: str                   # hf-cache | folder
+    path: Path
+    repo_id: str | None
+    commit: str | None
+    files: dict[str, FoundFile] = field(default_factory=dict)
+    broken: list[str] = field(default_factory=list)  # paths whose bytes are not there (broken links)
+
+    def read_json(self, rel: str) -> Any:
+        f = self.files.get(rel)
+        if f is None or f.size > MAX_JSON:
+            return None
+        try:
+            return json.loads(f.real.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+
+
+def repo_id_from_cache_name(name: str) -> str | None:
+    """``models--org--name`` -> ``org/name``; ``models--gpt2`` -> ``gpt2``; anything else -> None."""
+    if not name.startswith("models--"):
+        return None
+    rest = name[len("models--"):]
+    ns, sep, repo = rest.partition("--")
+    if not ns or (sep and not repo) or "--" in repo:
+        return None
+    return f"{ns}/{repo}" if sep else ns
+
+
+class Hasher:
+    """sha256 and git sha1 of files, through a stat cache (value: "<sha256> <git sha1 or ->")."""
+
+    def __init__(self, cache: StatCache, *, deep: bool) -> None:
+        self.cache, self.deep = cache, deep
+        self.files = self.bytes = 0
+        self._pending: list[tuple[str, StatKey, str]] = []
+
+    def digests(self, path: Path) -> tuple[str, str | None]:
+        st = os.stat(path)
+        key = StatKey.of(st)
+        hit = None if self.deep else self.cache.get(str(path))
+        if hit is not None and hit[0] == key:
+            sha, _, git = hit[1].partition(" ")
+            return sha, (git if git != "-" else None)
+        d = hash_file(path)
+        self.files += 1
+        self.bytes += d.size
+        self._pending.append((str(path), key, f"{d.sha256} {d.git_sha1 or '-'}"))
+        return d.sha256, d.git_sha1
+
+    def flush(self) -> None:
+        self.cache.record(self._pending)
+        self._pending = []
+
+
+def _walk(root: Path, problems: list[ScanProblem]) -> Iterator[tuple[str, Path]]:
+    """(repo-relative path, path) of every entry below ``root`` that is not a folder; symlinked folders are
+    reported, not followed."""
+    def onerror(exc: OSError) -> None:
+        problems.append(ScanProblem(str(exc.filename or root), f"cannot read: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=onerror):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(root).as_posix()
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                problems.append(ScanProblem(str(here / d), f"a symlinked folder (to {os.readlink(here / d)}); "
+                                            "not followed"))
+                dirnames.remove(d)
+            elif d in SKIPPED:
+                dirnames.remove(d)
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            try:
+                check_relative_path(rel)
+            except ValueError as exc:
+                problems.append(ScanProblem(str(here / name), f"unusable file name ({exc}); skipped"))
+                continue
+            yield rel, here / name
+
+
+# ---- HF caches --------------------------------------------------------------------------------------
+
+def cache_repo_folders(root: Path) -> list[Path] | None:
+    """The ``models--*`` folders when ``root`` is an HF cache (or HF_HOME, or one repo folder); else None."""
+    if repo_id_from_cache_name(root.name) and (root / "snapshots").is_dir():
+        return [root]
+    for base in (root, root / "hub"):
+        if base.is_dir():
+            found = sorted(p for p in base.iterdir() if p.name.startswith("models--") and p.is_dir())
+            if found:
+                return found
+    return None
+
+
+def read_cache_repo(folder: Path, hasher: Hasher, *, hash_bytes: bool,
+                    problems: list[ScanProblem]) -> list[FoundSnapshot]:
+    repo_id = repo_id_from_cache_name(folder.name)
+    if folder.is_symlink():
+        problems.append(ScanProblem(str(folder), f"a symlink (to {os.readlink(folder)}); not followed"))
+        return []
+    if repo_id is None:
+        problems.append(ScanProblem(str(folder), "not a models--ORG--NAME folder name; skipped"))
+        return []
+    blobs_dir = folder / "blobs"
+    blobs: dict[str, Path] = {}
+    if blobs_dir.is_dir() and not blobs_dir.is_symlink():
+        for p in sorted(blobs_dir.iterdir()):
+            if p.name.endswith(INCOMPLETE_SUFFIX):
+                problems.append(ScanProblem(str(p), f"a partial download ({_size(p)} bytes) that never finished; "
+                                            "`hf cache prune` or delete it"))
+            elif SHA256_RE.match(p.name) or SHA1_RE.match(p.name):
+                blobs[p.name] = p
+            else:
+                problems.append(ScanProblem(str(p), "not a blob name (a sha256 or a git sha1); left alone"))
+    snaps_dir = folder / "snapshots"
+    found: list[FoundSnapshot] = []
+    snap_names = sorted(p.name for p in snaps_dir.iterdir()) if snaps_dir.is_dir() else []
+    for name in snap_names:
+        snap_path = snaps_dir / name
+        if snap_path.is_symlink() or not snap_path.is_dir():
+            problems.append(ScanProblem(str(snap_path), "a snapshot that is not a folder; skipped"))
+            continue
+        if not SHA1_RE.match(name):
+            problems.append(ScanProblem(str(snap_path), "a snapshot folder whose name is not a commit"))
+        snap = FoundSnapshot("hf-cache", snap_path, repo_id, name if SHA1_RE.match(name) else None)
+        for rel, p in _walk(snap_path, problems):
+            if p.is_symlink():
+                _cache_link(snap, rel, p, blobs_dir, problems)
+            elif p.is_file():
+                sha, git = hasher.digests(p)  # HF_HUB_DISABLE_SYMLINKS copies, or a file put there by hand
+                snap.files[rel] = FoundFile(rel, p.stat().st_size, p, None, sha, git)
+            else:
+                problems.append(ScanProblem(str(p), "not a regular file; skipped"))
+        found.append(snap)
+    if hash_bytes:
+        _check_blob_names(found, hasher, problems)
+    _check_refs(folder, set(snap_names), problems)
+    return found
+
+
+def _cache_link(snap: FoundSnapshot, rel: str, link: Path, blobs_dir: Path, problems: list[ScanProblem]) -> None:
+    target = os.readlink(link)
+    resolved = Path(os.path.normpath(link.parent / target))
+    if resolved.parent != blobs_dir:
+        problems.append(ScanProblem(str(link), f"links to {target}, outside this repo's blobs/; not followed"))
+        snap.broken.append(rel)
+        return
+    try:
+        st = os.lstat(resolved)
+    except FileNotFoundError:
+        problems.append(ScanProblem(str(link), f"a broken symlink: blob {resolved.name} is missing"))
+        snap.broken.append(rel)
+        return
+    if not stat.S_ISREG(st.st_mode):
+        problems.append(ScanProblem(str(resolved), "a blob that is not a regular file; not followed"))
+        snap.broken.append(rel)
+        return
+    etag = resolved.name
+    snap.files[rel] = FoundFile(rel, st.st_size, resolved, etag, etag if SHA256_RE.match(etag) else None,
+                                etag if SHA1_RE.match(etag) else None)
+
+
+def _check_blob_names(found: list[FoundSnapshot], hasher: Hasher, problems: list[ScanProblem]) -> None:
+    checked: dict[Path, tuple[str, str | None]] = {}
+    for snap in found:
+        for f in snap.files.values():
+            if f.etag is None:
+                continue
+            if f.real not in checked:
+                checked[f.real] = hasher.digests(f.real)
+                sha, git = checked[f.real]
+                expected = sha if SHA256_RE.match(f.etag) else git
+                if expected != f.etag:
+                    what = f"sha256 {sha}" if SHA256_RE.match(f.etag) else f"git sha1 {git or '(not computed)'}"
+                    problems.append(ScanProblem(str(f.real), f"the blob's name does not match its content ({what})"))
+            f.sha256, f.git_sha1 = checked[f.real]
+
+
+def _check_refs(folder: Path, snapshots: set[str], problems: list[ScanProblem]) -> None:
+    refs = folder / "refs"
+    if not refs.is_dir():
+        return
+    for dirpath, _dirs, filenames in os.walk(refs, followlinks=False):
+        for name in filenames:
+            ref = Path(dirpath) / name
+            try:
+                commit = ref.read_text(encoding="ascii", errors="replace").strip()
+            except OSError as exc:
+                problems.append(ScanProblem(str(ref), f"cannot read: {exc}"))
+                continue
+            label = ref.relative_to(refs).as_posix()
+            if not SHA1_RE.match(commit):
+                problems.append(ScanProblem(str(ref), f"refs/{label} does not hold a commit ({commit[:60]!r})"))
+            elif commit not in snapshots:
+                problems.append(ScanProblem(str(ref), f"refs/{label} points at {commit}, whose snapshot is missing"))
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.lstat().st_size
+    except OSError:
+        return 0
+
+
+# ---- plain folders ----------------------------------------------------------------------------------
+
+def _is_model_folder(folder: Path) -> bool:
+    return any((folder / m).exists() for m in MODEL_MARKERS) or any(folder.glob("*.safetensors"))
+
+
+def model_folders(root: Path, problems: list[ScanProblem]) -> list[Path]:
+    """``root`` itself if it is a model folder, else the model folders up to MAX_DEPTH below it."""
+    out: list[Path] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        if _is_model_folder(folder):
+            out.append(folder)
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.name not in SKIPPED and not p.name.startswith("."))
+        except OSError as exc:
+            problems.append(ScanProblem(str(folder), f"cannot read: {exc.strerror or exc}"))
+            return
+        for child in children:
+            if child.is_symlink() and child.is_dir():
+                problems.append(ScanProblem(str(child), f"a symlinked folder (to {os.readlink(child)}); not followed"))
+            elif child.is_dir():
+                visit(child, depth + 1)
+
+    visit(root, 0)
+    return out
+
+
+def _local_dir_commit(folder: Path) -> str | None:
+    """``hf download --local-dir`` leaves ``.cache/huggingface/download/<file>.metadata``: commit on line 1."""
+    meta = folder / ".cache" / "huggingface" / "download"
+    if not meta.is_dir():
+        return None
+    for p in sorted(meta.rglob("*.metadata"))[:1]:
+        try:
+            first = p.read_text(encoding="ascii", errors="replace").splitlines()[:1]
+        except OSError:
+            return None
+        if first and SHA1_RE.match(first[0].strip()):
+            return first[0].strip()
+    return None
+
+
+def read_model_folder(folder: Path, root: Path, hasher: Hasher, problems: list[ScanProblem]) -> FoundSnapshot:
+    rel_name = folder.relative_to(root).as_posix() if folder != root else folder.name
+    snap = FoundSnapshot("folder", folder, rel_name if rel_name.count("/") == 1 else None, _local_dir_commit(folder))
+    for rel, p in _walk(folder, problems):
+        if p.is_symlink():
+            resolved = Path(os.path.realpath(p))
+            if not resolved.is_relative_to(folder.resolve()):
+                problems.append(ScanProblem(str(p), f"a symlink to {os.readlink(p)}, outside the folder; not followed"))
+                snap.broken.append(rel)
+                continue
+            if not resolved.is_file():
+                problems.append(ScanProblem(str(p), f"a broken symlink (to {os.readlink(p)})"))
+                snap.broken.append(rel)
+                continue
+            p = resolved
+        elif not p.is_file():
+            problems.append(ScanProblem(str(p), "not a regular file; skipped"))
+            continue
+        if p.name.endswith(INCOMPLETE_SUFFIX):
+            problems.append(ScanProblem(str(p), "a partial download that never finished"))
+            continue
+        try:
+            sha, git = hasher.digests(p)
+        except OSError as exc:
+            problems.append(ScanProblem(str(p), f"cannot read: {exc.strerror or exc}"))
+            continue
+        snap.files[rel] = FoundFile(rel, p.stat().st_size, p, None, sha, git)
+    return snap
