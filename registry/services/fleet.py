@@ -189,10 +189,19 @@ def fleet_counts(session: Session, flt: FleetFilter = FleetFilter()) -> dict[str
     return {s: int(found[s]) for s in FLEET_STATES if found.get(s)}
 
 
-def fleet_nodes(session: Session) -> list[str]:
-    """Nodes with at least one live deployment."""
-    return list(session.scalars(select(Deployment.node).where(Deployment.removed_at.is_(None))
-                                .distinct().order_by(Deployment.node)))
+def fleet_nodes(session: Session, readable: frozenset[str] | None = None) -> list[str]:
+    """Nodes with at least one live deployment (of a readable model)."""
+    q = select(Deployment.node).where(Deployment.removed_at.is_(None))
+    if readable is not None:
+        q = q.join(Model, Model.id == Deployment.model_id).where(Model.name.in_(sorted(readable)))
+    return list(session.scalars(q.distinct().order_by(Deployment.node)))
+
+
+def model_revisions(session: Session, name: str) -> list[tuple[str, str]]:
+    """(commit, state) of every catalogued revision of a model, newest first."""
+    return [(c, s) for c, s in session.execute(
+        select(Revision.commit_sha, Model.state).join(Revision, Revision.id == Model.revision_id)
+        .where(Model.name == name).order_by(Model.id.desc()))]
 
 
 def readable_names(session: Session, allowed: Any) -> frozenset[str] | None:
