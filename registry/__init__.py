@@ -33,7 +33,10 @@ _API = {
     "ExportResult": "registry.services.bundle:ExportResult",
     "ImportResult": "registry.services.bundle:ImportResult",
     "DeployResult": "registry.services.deploy:DeployResult",
-    "AuditReport": "registry.services.deploy:AuditReport",
+    "AuditReport": "registry.services.audit:AuditReport",
+    "UndeployResult": "registry.services.undeploy:UndeployResult",
+    "ScanReport": "registry.services.scan:ScanReport",
+    "HistoryPage": "registry.services.history:HistoryPage",
     "GcResult": "registry.services.gc:GcResult",
     "MergeResult": "registry.services.merge:MergeResult",
 }

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from registry.cli.base import JsonOpt, WideOpt, app, echo, emit_json, exit_reported, human_size, jsonable, note, \
-    open_registry, plural, table
+from registry.cli.base import JsonOpt, WideOpt, app, echo, emit_json, emit_json_rows, exit_reported, human_size, \
+    jsonable, note, open_registry, plural, table
 
 
 def when(value: dt.datetime | None) -> str:
@@ -18,7 +18,7 @@ def when(value: dt.datetime | None) -> str:
 
 
 def _row_json(row: Any) -> dict[str, Any]:
-    out = jsonable(row)
+    out = row.to_json()
     out["detail"] = row.drift.summary()
     return out
 
@@ -46,9 +46,9 @@ def audit_cmd(
 
     report = audit(open_registry(), node=node, models=model or [], verify=verify, deep=deep)
     if json_out:
-        emit_json({"ok": report.ok, "node": report.node, "models": list(report.models), "counts": report.counts,
-                   "verification": jsonable(report.verification),
-                   "deployments": [_row_json(r) for r in report.rows]})
+        emit_json_rows({"ok": report.ok, "node": report.node, "models": list(report.models), "counts": report.counts,
+                        "verification": jsonable(report.verification)},
+                       "deployments", (_row_json(r) for r in report.rows))
     else:
         _print_report(report, wide=wide)
     if not report.ok:

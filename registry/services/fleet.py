@@ -57,7 +57,7 @@ class Drift:
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "Drift":
         if not data:
-            return cls()
+            return NO_DRIFT
         return cls(data.get("target"), tuple(data.get("changed", ())), tuple(data.get("missing", ())),
                    tuple(data.get("extra", ())), tuple(data.get("store_lost", ())), int(data.get("more", 0)))
 
@@ -74,6 +74,14 @@ class Drift:
         if self.more:
             parts.append(f"and {self.more} more")
         return "; ".join(parts)
+
+
+NO_DRIFT = Drift()
+_EMPTY_DRIFT_JSON = NO_DRIFT.to_json()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,17 @@ class FleetRow:
     verify_state: str | None
     signature: str
     drift: Drift = field(default_factory=Drift)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row's JSON form, written out by hand: `audit --json` prints tens of thousands of them."""
+        return {"deployment_id": self.deployment_id, "model_id": self.model_id, "node": self.node, "name": self.name,
+                "commit": self.commit, "root_digest": self.root_digest, "layout": self.layout, "path": self.path,
+                "deployed_at": _iso(self.deployed_at), "deployed_by": self.deployed_by, "state": self.state,
+                "model_state": self.model_state, "model_state_reason": self.model_state_reason,
+                "newest_commit": self.newest_commit, "verified_at": _iso(self.verified_at),
+                "verified_by": self.verified_by, "verified_host": self.verified_host,
+                "verify_state": self.verify_state, "signature": self.signature,
+                "drift": self.drift.to_json() if self.drift is not NO_DRIFT else _EMPTY_DRIFT_JSON}
 
 
 def utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -165,7 +184,7 @@ def fleet_rows(session: Session, flt: FleetFilter = FleetFilter(), *, limit: int
     stmt = _filtered(session, stmt, flt, state).order_by(Deployment.node, Deployment.id)
     if limit is not None:
         stmt = stmt.limit(limit).offset(offset)
-    rows = session.execute(stmt).all()
+    rows = session.connection().execute(stmt).all()  # Core rows: no ORM loading layer for tens of thousands
     signatures = catalog_signatures(session, {r[19] for r in rows})
     return [
         FleetRow(deployment_id=r[0], model_id=r[19], node=r[1], name=r[2], commit=r[3], root_digest=r[4], layout=r[5], path=r[6],

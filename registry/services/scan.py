@@ -36,7 +36,7 @@ from registry.services.scan_layout import (FoundFile, FoundSnapshot, Hasher, Sca
                                            model_folders, read_cache_repo, read_model_folder)
 from registry.store.statcache import StatCache
 
-_IN_CHUNK = 500
+_IN_CHUNK = 5000  # digests per IN (...): within SQLite's 32 766 and Postgres' 65 535 parameters
 MAX_DETAILS = 50
 
 
@@ -99,7 +99,7 @@ def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[st
     git_to_sha: dict[str, str] = {}
     path_list = sorted(paths)
     for chunk in _chunks(shas):
-        for rev, path, sha in session.execute(select(File.revision_id, File.path, File.blob_sha256)
+        for rev, path, sha in session.connection().execute(select(File.revision_id, File.path, File.blob_sha256)
                                               .where(File.blob_sha256.in_(chunk))):
             if path in paths:
                 hits.setdefault((path, sha), set()).add(rev)
@@ -108,7 +108,7 @@ def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[st
             File.git_oid.in_(chunk), File.lfs.is_(False))
         if len(path_list) <= _IN_CHUNK:
             q = q.where(File.path.in_(path_list))
-        for rev, path, git, sha in session.execute(q):
+        for rev, path, git, sha in session.connection().execute(q):
             if path in paths:
                 hits.setdefault((path, sha), set()).add(rev)
                 git_to_sha[git] = sha
@@ -123,7 +123,7 @@ def _exact_revisions(session: Session, found: list[FoundSnapshot]) -> dict[tuple
     commits = {s.commit for s in found if s.commit}
     out: dict[tuple[str, str], int] = {}
     for chunk in _chunks(commits):
-        for rid, repo, commit in session.execute(select(Revision.id, Repo.repo_id, Revision.commit_sha)
+        for rid, repo, commit in session.connection().execute(select(Revision.id, Repo.repo_id, Revision.commit_sha)
                                                  .join(Repo, Repo.id == Revision.repo_id)
                                                  .where(Revision.commit_sha.in_(chunk))):
             out[(repo, commit)] = rid
@@ -136,7 +136,7 @@ def _models_for(session: Session, revisions: set[int]) -> dict[int, tuple[int, s
     out: dict[int, tuple[int, str, str, str, bool]] = {}
     for chunk in _chunks(map(str, revisions)):
         ids = [int(c) for c in chunk]
-        own = session.execute(select(Model.revision_id, Model.id, Model.name, Revision.commit_sha, Model.state)
+        own = session.connection().execute(select(Model.revision_id, Model.id, Model.name, Revision.commit_sha, Model.state)
                               .join(Revision, Revision.id == Model.revision_id)
                               .where(Model.revision_id.in_(ids)).order_by(Model.id)).all()
         for rid, mid, name, commit, state in own:
@@ -145,7 +145,7 @@ def _models_for(session: Session, revisions: set[int]) -> dict[int, tuple[int, s
                 out[rid] = (mid, name, commit, state, True)
         rest = [i for i in ids if i not in out]
         if rest:
-            for rid, mid, name, commit, state in session.execute(
+            for rid, mid, name, commit, state in session.connection().execute(
                     select(Component.revision_id, Model.id, Model.name, Revision.commit_sha, Model.state)
                     .join(Model, Model.id == Component.model_id).join(Revision, Revision.id == Model.revision_id)
                     .where(Component.revision_id.in_(rest)).order_by(Model.id)):
@@ -163,7 +163,7 @@ def _expected(session: Session, model_ids: set[int]) -> dict[int, list[_Expected
              .join(Revision, Revision.id == Component.revision_id)
              .join(Repo, Repo.id == Revision.repo_id)
              .where(Component.model_id.in_([int(c) for c in chunk])))
-        for row in session.execute(q):
+        for row in session.connection().execute(q):
             e = _Expected(*row)
             out.setdefault(e.model_id, {}).setdefault((e.repo, e.path), e)
     return {mid: list(files.values()) for mid, files in out.items()}

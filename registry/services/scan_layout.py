@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from registry.hashing import SHA1_RE, SHA256_RE, hash_file
-from registry.paths import check_relative_path
 from registry.store.statcache import StatCache, StatKey
 
 INCOMPLETE_SUFFIX = ".incomplete"
@@ -43,7 +43,7 @@ class ScanProblem:
 class FoundFile:
     path: str              # repo-relative
     size: int
-    real: Path             # the file holding the bytes (a blob, or the file itself)
+    real: str              # the file holding the bytes (a blob, or the file itself)
     etag: str | None = None     # the name an HF cache gave it
     sha256: str | None = None   # trusted from a 64-hex etag, or computed
     git_sha1: str | None = None
@@ -63,7 +63,8 @@ class FoundSnapshot:
         if f is None or f.size > MAX_JSON:
             return None
         try:
-            return json.loads(f.real.read_text(encoding="utf-8"))
+            with open(f.real, encoding="utf-8") as fh:
+                return json.loads(fh.read())
         except (OSError, UnicodeDecodeError, ValueError):
             return None
 
@@ -87,17 +88,17 @@ class Hasher:
         self.files = self.bytes = 0
         self._pending: list[tuple[str, StatKey, str]] = []
 
-    def digests(self, path: Path) -> tuple[str, str | None]:
+    def digests(self, path: str) -> tuple[str, str | None]:
         st = os.stat(path)
         key = StatKey.of(st)
-        hit = None if self.deep else self.cache.get(str(path))
+        hit = None if self.deep else self.cache.get(path)
         if hit is not None and hit[0] == key:
             sha, _, git = hit[1].partition(" ")
             return sha, (git if git != "-" else None)
         d = hash_file(path)
         self.files += 1
         self.bytes += d.size
-        self._pending.append((str(path), key, f"{d.sha256} {d.git_sha1 or '-'}"))
+        self._pending.append((path, key, f"{d.sha256} {d.git_sha1 or '-'}"))
         return d.sha256, d.git_sha1
 
     def flush(self) -> None:
@@ -105,31 +106,36 @@ class Hasher:
         self._pending = []
 
 
-def _walk(root: Path, problems: list[ScanProblem]) -> Iterator[tuple[str, Path]]:
-    """(repo-relative path, path) of every entry below ``root`` that is not a folder; symlinked folders are
-    reported, not followed."""
-    def onerror(exc: OSError) -> None:
-        problems.append(ScanProblem(str(exc.filename or root), f"cannot read: {exc.strerror or exc}"))
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f\\\\]")
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=onerror):
-        here = Path(dirpath)
-        rel_dir = here.relative_to(root).as_posix()
-        for d in list(dirnames):
-            if (here / d).is_symlink():
-                problems.append(ScanProblem(str(here / d), f"a symlinked folder (to {os.readlink(here / d)}); "
-                                            "not followed"))
-                dirnames.remove(d)
-            elif d in SKIPPED:
-                dirnames.remove(d)
-        dirnames.sort()
-        for name in sorted(filenames):
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            try:
-                check_relative_path(rel)
-            except ValueError as exc:
-                problems.append(ScanProblem(str(here / name), f"unusable file name ({exc}); skipped"))
+
+def _walk(root: Path, problems: list[ScanProblem]) -> Iterator[tuple[str, str, str]]:
+    """(repo-relative path, full path, kind: file | link | other) of every entry below ``root`` that is not a
+    folder; symlinked folders are reported, not followed. os.scandir, not pathlib: a cache has 100 000s of links."""
+    stack = [(str(root), "")]
+    while stack:
+        here, rel_dir = stack.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(ScanProblem(here, f"cannot read: {exc.strerror or exc}"))
+            continue
+        subdirs = []
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_symlink():
+                kind = "link"  # where it points (a blob, a folder, nowhere) is the caller's to judge
+            elif entry.is_dir():
+                if entry.name not in SKIPPED:
+                    subdirs.append((entry.path, rel))
                 continue
-            yield rel, here / name
+            else:
+                kind = "file" if entry.is_file() else "other"
+            if _BAD_NAME.search(rel) or any(part in ("", ".", "..") for part in rel.split("/")):
+                problems.append(ScanProblem(entry.path, "unusable file name; skipped"))
+                continue
+            yield rel, entry.path, kind
+        stack.extend(reversed(subdirs))
 
 
 # ---- HF caches --------------------------------------------------------------------------------------
@@ -155,17 +161,14 @@ def read_cache_repo(folder: Path, hasher: Hasher, *, hash_bytes: bool,
     if repo_id is None:
         problems.append(ScanProblem(str(folder), "not a models--ORG--NAME folder name; skipped"))
         return []
-    blobs_dir = folder / "blobs"
-    blobs: dict[str, Path] = {}
-    if blobs_dir.is_dir() and not blobs_dir.is_symlink():
-        for p in sorted(blobs_dir.iterdir()):
-            if p.name.endswith(INCOMPLETE_SUFFIX):
-                problems.append(ScanProblem(str(p), f"a partial download ({_size(p)} bytes) that never finished; "
-                                            "`hf cache prune` or delete it"))
-            elif SHA256_RE.match(p.name) or SHA1_RE.match(p.name):
-                blobs[p.name] = p
-            else:
-                problems.append(ScanProblem(str(p), "not a blob name (a sha256 or a git sha1); left alone"))
+    blobs_dir = str(folder / "blobs")
+    if os.path.isdir(blobs_dir) and not os.path.islink(blobs_dir):
+        for entry in sorted(os.scandir(blobs_dir), key=lambda e: e.name):
+            if entry.name.endswith(INCOMPLETE_SUFFIX):
+                problems.append(ScanProblem(entry.path, f"a partial download ({_size(entry.path)} bytes) that never "
+                                            "finished; `hf cache prune` or delete it"))
+            elif not (SHA256_RE.match(entry.name) or SHA1_RE.match(entry.name)):
+                problems.append(ScanProblem(entry.path, "not a blob name (a sha256 or a git sha1); left alone"))
     snaps_dir = folder / "snapshots"
     found: list[FoundSnapshot] = []
     snap_names = sorted(p.name for p in snaps_dir.iterdir()) if snaps_dir.is_dir() else []
@@ -177,14 +180,14 @@ def read_cache_repo(folder: Path, hasher: Hasher, *, hash_bytes: bool,
         if not SHA1_RE.match(name):
             problems.append(ScanProblem(str(snap_path), "a snapshot folder whose name is not a commit"))
         snap = FoundSnapshot("hf-cache", snap_path, repo_id, name if SHA1_RE.match(name) else None)
-        for rel, p in _walk(snap_path, problems):
-            if p.is_symlink():
+        for rel, p, kind in _walk(snap_path, problems):
+            if kind == "link":
                 _cache_link(snap, rel, p, blobs_dir, problems)
-            elif p.is_file():
+            elif kind == "file":
                 sha, git = hasher.digests(p)  # HF_HUB_DISABLE_SYMLINKS copies, or a file put there by hand
-                snap.files[rel] = FoundFile(rel, p.stat().st_size, p, None, sha, git)
+                snap.files[rel] = FoundFile(rel, os.stat(p).st_size, p, None, sha, git)
             else:
-                problems.append(ScanProblem(str(p), "not a regular file; skipped"))
+                problems.append(ScanProblem(p, "not a regular file; skipped"))
         found.append(snap)
     if hash_bytes:
         _check_blob_names(found, hasher, problems)
@@ -192,30 +195,30 @@ def read_cache_repo(folder: Path, hasher: Hasher, *, hash_bytes: bool,
     return found
 
 
-def _cache_link(snap: FoundSnapshot, rel: str, link: Path, blobs_dir: Path, problems: list[ScanProblem]) -> None:
+def _cache_link(snap: FoundSnapshot, rel: str, link: str, blobs_dir: str, problems: list[ScanProblem]) -> None:
     target = os.readlink(link)
-    resolved = Path(os.path.normpath(link.parent / target))
-    if resolved.parent != blobs_dir:
-        problems.append(ScanProblem(str(link), f"links to {target}, outside this repo's blobs/; not followed"))
+    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    if os.path.dirname(resolved) != blobs_dir:
+        problems.append(ScanProblem(link, f"links to {target}, outside this repo's blobs/; not followed"))
         snap.broken.append(rel)
         return
     try:
         st = os.lstat(resolved)
     except FileNotFoundError:
-        problems.append(ScanProblem(str(link), f"a broken symlink: blob {resolved.name} is missing"))
+        problems.append(ScanProblem(link, f"a broken symlink: blob {os.path.basename(resolved)} is missing"))
         snap.broken.append(rel)
         return
     if not stat.S_ISREG(st.st_mode):
-        problems.append(ScanProblem(str(resolved), "a blob that is not a regular file; not followed"))
+        problems.append(ScanProblem(resolved, "a blob that is not a regular file; not followed"))
         snap.broken.append(rel)
         return
-    etag = resolved.name
+    etag = os.path.basename(resolved)
     snap.files[rel] = FoundFile(rel, st.st_size, resolved, etag, etag if SHA256_RE.match(etag) else None,
                                 etag if SHA1_RE.match(etag) else None)
 
 
 def _check_blob_names(found: list[FoundSnapshot], hasher: Hasher, problems: list[ScanProblem]) -> None:
-    checked: dict[Path, tuple[str, str | None]] = {}
+    checked: dict[str, tuple[str, str | None]] = {}
     for snap in found:
         for f in snap.files.values():
             if f.etag is None:
@@ -226,7 +229,7 @@ def _check_blob_names(found: list[FoundSnapshot], hasher: Hasher, problems: list
                 expected = sha if SHA256_RE.match(f.etag) else git
                 if expected != f.etag:
                     what = f"sha256 {sha}" if SHA256_RE.match(f.etag) else f"git sha1 {git or '(not computed)'}"
-                    problems.append(ScanProblem(str(f.real), f"the blob's name does not match its content ({what})"))
+                    problems.append(ScanProblem(f.real, f"the blob's name does not match its content ({what})"))
             f.sha256, f.git_sha1 = checked[f.real]
 
 
@@ -249,9 +252,9 @@ def _check_refs(folder: Path, snapshots: set[str], problems: list[ScanProblem]) 
                 problems.append(ScanProblem(str(ref), f"refs/{label} points at {commit}, whose snapshot is missing"))
 
 
-def _size(p: Path) -> int:
+def _size(p: str) -> int:
     try:
-        return p.lstat().st_size
+        return os.lstat(p).st_size
     except OSError:
         return 0
 
@@ -305,28 +308,33 @@ def _local_dir_commit(folder: Path) -> str | None:
 def read_model_folder(folder: Path, root: Path, hasher: Hasher, problems: list[ScanProblem]) -> FoundSnapshot:
     rel_name = folder.relative_to(root).as_posix() if folder != root else folder.name
     snap = FoundSnapshot("folder", folder, rel_name if rel_name.count("/") == 1 else None, _local_dir_commit(folder))
-    for rel, p in _walk(folder, problems):
-        if p.is_symlink():
+    inside = folder.resolve()
+    for rel, p, kind in _walk(folder, problems):
+        if kind == "link":
             resolved = Path(os.path.realpath(p))
-            if not resolved.is_relative_to(folder.resolve()):
-                problems.append(ScanProblem(str(p), f"a symlink to {os.readlink(p)}, outside the folder; not followed"))
+            if not resolved.is_relative_to(inside):
+                problems.append(ScanProblem(p, f"a symlink to {os.readlink(p)}, outside the folder; not followed"))
                 snap.broken.append(rel)
+                continue
+            if resolved.is_dir():
+                problems.append(ScanProblem(p, f"a symlinked folder (to {os.readlink(p)}); not followed"))
                 continue
             if not resolved.is_file():
-                problems.append(ScanProblem(str(p), f"a broken symlink (to {os.readlink(p)})"))
+                problems.append(ScanProblem(p, f"a broken symlink (to {os.readlink(p)})"))
                 snap.broken.append(rel)
                 continue
-            p = resolved
-        elif not p.is_file():
-            problems.append(ScanProblem(str(p), "not a regular file; skipped"))
+            p = str(resolved)
+        elif kind != "file":
+            problems.append(ScanProblem(p, "not a regular file; skipped"))
             continue
-        if p.name.endswith(INCOMPLETE_SUFFIX):
-            problems.append(ScanProblem(str(p), "a partial download that never finished"))
+        if p.endswith(INCOMPLETE_SUFFIX):
+            problems.append(ScanProblem(p, "a partial download that never finished"))
             continue
         try:
             sha, git = hasher.digests(p)
+            size = os.stat(p).st_size
         except OSError as exc:
-            problems.append(ScanProblem(str(p), f"cannot read: {exc.strerror or exc}"))
+            problems.append(ScanProblem(p, f"cannot read: {exc.strerror or exc}"))
             continue
-        snap.files[rel] = FoundFile(rel, p.stat().st_size, p, None, sha, git)
+        snap.files[rel] = FoundFile(rel, size, p, None, sha, git)
     return snap
