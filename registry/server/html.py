@@ -36,7 +36,9 @@ dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;b
 dl.kv dt{color:var(--mut)}dl.kv dd{margin:0}.detail{color:#b42318;font-size:12px}
 table.files{table-layout:fixed}table.files td{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 table.files th:nth-child(1){width:36%}table.files th:nth-child(2){width:9%}table.files th:nth-child(3),
-table.files th:nth-child(4){width:20%}table.files th:nth-child(5){width:10%}.st-sig{background:#f2f4f7;color:#475467}
+table.files th:nth-child(4){width:20%}table.fleet td:nth-child(-n+3),table.fleet td:nth-child(7){white-space:nowrap}
+table.fleet td:nth-child(5){font-size:12px;min-width:150px}
+table.events td:nth-child(-n+6){white-space:nowrap}table.events td:nth-child(2){font-size:12px}table.files th:nth-child(5){width:10%}.st-sig{background:#f2f4f7;color:#475467}
 """
 
 
@@ -71,6 +73,11 @@ def size(n: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{n} B"
+
+
+def path_cell(path: str, limit: int = 64) -> str:
+    shown = path if len(path) <= limit else path[:20] + "…" + path[-(limit - 21):]
+    return f'<span class="mono" title="{esc(path)}">{esc(shown)}</span>'
 
 
 def model_href(name: str, commit: str | None = None) -> str:
@@ -136,9 +143,10 @@ def fleet_page(*, rows: Sequence[FleetRow], counts: Mapping[str, int], nodes: Se
         body_rows.append([
             esc(r.node), f'<a href="{esc(model_href(r.name, r.commit))}">{esc(r.name)}</a>', short(r.commit),
             state(r.state) + (f'<div class="detail">{esc(detail[:160])}</div>' if detail else ""),
-            verified, f'<span class="mono">{esc(r.path)}</span>', esc(r.layout),
+            verified, path_cell(r.path), esc(r.layout),
             state(r.signature) if r.signature == r.state else f'<span class="st st-sig">{esc(r.signature)}</span>'])
-    grid = table(["node", "model", "revision", "state", "last verified", "path", "layout", "signature"], body_rows)
+    grid = table(["node", "model", "revision", "state", "last verified", "path", "layout", "signature"], body_rows,
+                 cls="fleet")
     nav = []
     if page_no > 1:
         nav.append(f'<a href="{esc(href("/ui/", {**params, "page": None}))}">« first</a>')
@@ -196,7 +204,7 @@ def model_page(*, detail: ModelDetail, revisions: Sequence[tuple[str, str]], dep
     parts.append("<h2>Deployments</h2>")
     parts.append(table(["node", "revision", "state", "last verified", "path", "layout"],
                        [[esc(d.node), short(d.commit), state(d.state), when(d.verified_at, now),
-                         f'<span class="mono">{esc(d.path)}</span>', esc(d.layout)] for d in deployments])
+                         path_cell(d.path, 90), esc(d.layout)] for d in deployments])
                  if deployments else "<p class=mut>not deployed</p>")
     parts.append(f'<h2>Events <a class="mut" href="{esc(href("/ui/events", {"name": s.name}))}">(all)</a></h2>')
     parts.append(_events_table(events, now))
@@ -213,7 +221,7 @@ def _events_table(events: Sequence[EventView], now: dt.datetime) -> str:
             f" <span class=mut>{esc(e.action)}</span>" if "." in e.action else ""),
             f'<a href="{esc(href("/ui/events", {"name": e.subject}))}">{esc(e.subject)}</a>', esc(e.actor),
             esc(e.host), f'<code>{esc(text[:240])}{"…" if len(text) > 240 else ""}</code>'])
-    return table(["id", "when", "action", "subject", "actor", "host", "details"], rows, numeric=(0,))
+    return table(["id", "when", "action", "subject", "actor", "host", "details"], rows, numeric=(0,), cls="events")
 
 
 def events_page(*, events: Sequence[EventView], older: int | None, name: str | None, kind: str | None,
