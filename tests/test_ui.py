@@ -62,7 +62,7 @@ def test_fleet_table_pages_and_filters(reg, tmp_path):
         q = client.get("/ui/", params={"state": "quarantined"})
         assert "5 deployments" in q.text and "/models/team/b/0" in q.text and "/models/acme/a/" not in q.text
         m = client.get("/ui/", params={"model": "acme/a", "per": 500})
-        assert m.text.count("/models/acme/a/") == 120
+        assert m.text.count('title="/models/acme/a/') == 120
         assert client.get("/ui/", params={"model": "acme/absent"}).status_code == 200  # an empty table, not 500
         assert client.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
         assert client.head("/ui/").status_code == 200 and client.head("/ui/").content == b""
@@ -168,7 +168,7 @@ def test_chromium_renders_the_fleet_and_a_model_page(cli, reg, tmp_path):
         # a browser signs in through the Basic challenge of /ui/login with the credentials of the URL
         host = server.url.removeprefix("http://")
         dom = _chromium("--dump-dom", f"http://ops:{TOKEN}@{host}/ui/login", profile=tmp_path / "p2")
-        assert "signed in as ops" in dom.stdout and dom.stdout.count("/models/acme/a/") == 50
+        assert "signed in as ops" in dom.stdout and dom.stdout.count('title="/models/acme/a/') == 50
         assert "page 1 of 2" in dom.stdout
         shot = tmp_path / "fleet.png"
         out = _chromium("--window-size=1280,900", f"--screenshot={shot}", f"http://ops:{TOKEN}@{host}/ui/login",

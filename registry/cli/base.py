@@ -17,6 +17,7 @@ import typer.core
 
 from registry.config import Settings
 from registry.errors import RegistryError
+from registry.units import human_size  # noqa: F401  (re-exported: the commands import it from here)
 
 
 def _flag_display_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
@@ -81,15 +82,6 @@ def emit_json_rows(head: dict[str, Any], key: str, rows: Any) -> None:
     marker = f'"{key}": []'
     items = ",\n    ".join(json.dumps(r, separators=(", ", ": ")) for r in rows)
     sys.stdout.write(body.replace(marker, f'"{key}": [\n    {items}\n  ]' if items else marker, 1) + "\n")
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 from registry.services.fleet import FLEET_STATES, FleetRow
 from registry.services.history import KNOWN_KINDS, EventView
 from registry.services.listing import ModelDetail
+from registry.units import human_size as size
 
 CSS = """
 :root{--fg:#1d2330;--mut:#667085;--line:#e4e7ec;--bg:#f8f9fb;--acc:#2952cc}
@@ -64,15 +65,6 @@ def short(digest: str | None, n: int = 12) -> str:
     if not digest:
         return ""
     return f'<code title="{esc(digest)}">{esc(digest[:n])}</code>'
-
-
-def size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def path_cell(path: str, limit: int = 64) -> str:

@@ -130,25 +130,18 @@ class BlobStore:
     # ---- locking ------------------------------------------------------------------------------
     @contextmanager
     def lock(self, sha256: str) -> Iterator[None]:
-        _check_digest(sha256)
-        self._locks.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._locks / f"{sha256}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self.try_lock(sha256, wait=True):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     @contextmanager
-    def try_lock(self, sha256: str) -> Iterator[bool]:
-        """The digest's lock if nobody holds it (True), else False at once: a writer is at work on it."""
+    def try_lock(self, sha256: str, *, wait: bool = False) -> Iterator[bool]:
+        """The digest's lock: True once held; without ``wait``, False at once if a writer holds it."""
         _check_digest(sha256)
         self._locks.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._locks / f"{sha256}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 yield False
                 return
