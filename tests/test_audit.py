@@ -193,3 +193,17 @@ def test_undeployed_rows_leave_the_audit_and_verify_keeps_their_record(cli, reg,
     with reg.catalog.reader() as session:
         d = session.scalars(select(Deployment)).one()
         assert d.removed_at is not None and d.verify_state == "ok" and d.verified_by == "tester"
+
+
+def test_the_database_refuses_an_unknown_verify_state(cli, reg, tmp_path):
+    import pytest
+    from sqlalchemy import update
+    from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+    add_registered(reg, make_tiny_repo(tmp_path / "m", big=False), REPO)
+    _deploy(cli, tmp_path / "plain")
+    with pytest.raises(DbIntegrityError):
+        with reg.catalog.session() as session:
+            session.execute(update(Deployment).values(verify_state="fine"))
+    with reg.catalog.reader() as session:
+        assert session.scalars(select(Deployment.verify_state)).one() is None

@@ -100,7 +100,7 @@ def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[st
     path_list = sorted(paths)
     for chunk in _chunks(shas):
         for rev, path, sha in session.connection().execute(select(File.revision_id, File.path, File.blob_sha256)
-                                              .where(File.blob_sha256.in_(chunk))):
+                                                           .where(File.blob_sha256.in_(chunk))).all():
             if path in paths:
                 hits.setdefault((path, sha), set()).add(rev)
     for chunk in _chunks(gits):
@@ -108,7 +108,7 @@ def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[st
             File.git_oid.in_(chunk), File.lfs.is_(False))
         if len(path_list) <= _IN_CHUNK:
             q = q.where(File.path.in_(path_list))
-        for rev, path, git, sha in session.connection().execute(q):
+        for rev, path, git, sha in session.connection().execute(q).all():
             if path in paths:
                 hits.setdefault((path, sha), set()).add(rev)
                 git_to_sha[git] = sha
@@ -163,7 +163,7 @@ def _expected(session: Session, model_ids: set[int]) -> dict[int, list[_Expected
              .join(Revision, Revision.id == Component.revision_id)
              .join(Repo, Repo.id == Revision.repo_id)
              .where(Component.model_id.in_([int(c) for c in chunk])))
-        for row in session.connection().execute(q):
+        for row in session.connection().execute(q).all():
             e = _Expected(*row)
             out.setdefault(e.model_id, {}).setdefault((e.repo, e.path), e)
     return {mid: list(files.values()) for mid, files in out.items()}
