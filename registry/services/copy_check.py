@@ -197,6 +197,13 @@ def check_cache_copy(snapshot: Path, files: Sequence[ExpectedFile], cache: StatC
 
 def check_copy(layout: str, path: str, files: Sequence[ExpectedFile], cache: StatCache, *,
                deep: bool = False) -> CopyCheck:
+    """Never raises for what is on disk: an unreadable copy is reported as drifted, with the reason."""
     p = Path(path)
-    return check_cache_copy(p, files, cache, deep=deep) if layout == "hf-cache" else check_dir_copy(
-        p, files, cache, deep=deep)
+    try:
+        if layout == "hf-cache":
+            if len(p.parents) < 3:
+                return _Checker(cache, deep).result(f"{p} is not an HF cache snapshot path (ROOT/models--*/snapshots/C)")
+            return check_cache_copy(p, files, cache, deep=deep)
+        return check_dir_copy(p, files, cache, deep=deep)
+    except OSError as exc:
+        return _Checker(cache, deep).result(f"cannot read {exc.filename or p}: {exc.strerror or exc}")

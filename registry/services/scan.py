@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from registry.catalog.models import Component, ComponentFile, File, Model, Repo, Revision
@@ -89,6 +91,19 @@ def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
         yield items[i:i + _IN_CHUNK]
 
 
+def _one_of(session: Session, column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """Conditions ``column IN values``: on Postgres one ``= ANY(array)`` (each chunk of an IN list would cost it a
+    scan of the table), elsewhere IN lists of _IN_CHUNK (SQLite probes its index per value)."""
+    items = sorted(set(values))
+    if not items:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        yield column == any_(bindparam(None, items, type_=ARRAY(column.type)))
+        return
+    for i in range(0, len(items), _IN_CHUNK):
+        yield column.in_(items[i:i + _IN_CHUNK])
+
+
 def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[str, str], set[int]]:
     """(path, identity) -> revision ids holding that path with those bytes; fills in the sha256 of files an HF
     cache names by git sha1, from the catalog."""
@@ -98,14 +113,13 @@ def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[st
     hits: dict[tuple[str, str], set[int]] = {}
     git_to_sha: dict[str, str] = {}
     path_list = sorted(paths)
-    for chunk in _chunks(shas):
+    for cond in _one_of(session, File.blob_sha256, shas):
         for rev, path, sha in session.connection().execute(select(File.revision_id, File.path, File.blob_sha256)
-                                                           .where(File.blob_sha256.in_(chunk))).all():
+                                                           .where(cond)).all():
             if path in paths:
                 hits.setdefault((path, sha), set()).add(rev)
-    for chunk in _chunks(gits):
-        q = select(File.revision_id, File.path, File.git_oid, File.blob_sha256).where(
-            File.git_oid.in_(chunk), File.lfs.is_(False))
+    for cond in _one_of(session, File.git_oid, gits):
+        q = select(File.revision_id, File.path, File.git_oid, File.blob_sha256).where(cond, File.lfs.is_(False))
         if len(path_list) <= _IN_CHUNK:
             q = q.where(File.path.in_(path_list))
         for rev, path, git, sha in session.connection().execute(q).all():
@@ -155,14 +169,14 @@ def _models_for(session: Session, revisions: set[int]) -> dict[int, tuple[int, s
 
 def _expected(session: Session, model_ids: set[int]) -> dict[int, list[_Expected]]:
     out: dict[int, dict[tuple[str, str], _Expected]] = {}
-    for chunk in _chunks(map(str, model_ids)):
+    for cond in _one_of(session, Component.model_id, model_ids):
         q = (select(Component.model_id, Component.role, Component.revision_id, Repo.repo_id, Revision.commit_sha,
                     File.path, File.size, File.blob_sha256, File.git_oid, File.lfs)
              .join(ComponentFile, ComponentFile.component_id == Component.id)
              .join(File, File.id == ComponentFile.file_id)
              .join(Revision, Revision.id == Component.revision_id)
              .join(Repo, Repo.id == Revision.repo_id)
-             .where(Component.model_id.in_([int(c) for c in chunk])))
+             .where(cond))
         for row in session.connection().execute(q).all():
             e = _Expected(*row)
             out.setdefault(e.model_id, {}).setdefault((e.repo, e.path), e)
@@ -300,11 +314,20 @@ def scan_models(reg: Registry, root: Path | str, *, verify: bool = False, deep: 
     repos = cache_repo_folders(root)
     if repos is not None:
         layout = "hf-cache"
-        found = [s for folder in repos for s in read_cache_repo(folder, hasher, hash_bytes=verify or deep,
-                                                                  problems=problems)]
+        found = []
+        for folder in repos:
+            try:
+                found += read_cache_repo(folder, hasher, hash_bytes=verify or deep, problems=problems)
+            except OSError as exc:  # unreadable, or changed while we read it: reported, the scan goes on
+                problems.append(ScanProblem(str(exc.filename or folder), f"cannot read: {exc.strerror or exc}"))
     else:
         layout = "folders"
-        found = [read_model_folder(f, root, hasher, problems) for f in model_folders(root, problems)]
+        found = []
+        for f in model_folders(root, problems):
+            try:
+                found.append(read_model_folder(f, root, hasher, problems))
+            except OSError as exc:
+                problems.append(ScanProblem(str(exc.filename or f), f"cannot read: {exc.strerror or exc}"))
     hasher.flush()
     with reg.catalog.reader() as session:
         models = _identify(reg, session, found)

@@ -126,12 +126,16 @@ def _walk(root: Path, problems: list[ScanProblem]) -> Iterator[tuple[str, str, s
             if entry.is_symlink():
                 kind = "link"  # where it points (a blob, a folder, nowhere) is the caller's to judge
             elif entry.is_dir():
-                if entry.name not in SKIPPED:
-                    subdirs.append((entry.path, rel))
+                if entry.name in SKIPPED:
+                    continue
+                if _BAD_NAME.search(entry.name):
+                    problems.append(ScanProblem(entry.path, "unusable folder name; skipped"))
+                    continue
+                subdirs.append((entry.path, rel))
                 continue
             else:
                 kind = "file" if entry.is_file() else "other"
-            if _BAD_NAME.search(rel) or any(part in ("", ".", "..") for part in rel.split("/")):
+            if _BAD_NAME.search(entry.name):  # the folders above it were checked on the way down
                 problems.append(ScanProblem(entry.path, "unusable file name; skipped"))
                 continue
             yield rel, entry.path, kind
@@ -199,15 +203,16 @@ def _cache_link(snap: FoundSnapshot, rel: str, link: str, blobs_dir: str, proble
     target = os.readlink(link)
     # huggingface_hub writes "../" * depth + "blobs/<etag>": recognised without path arithmetic (100 000s of links)
     prefix = "../" * (rel.count("/") + 2) + "blobs/"
-    name = target[len(prefix):] if target.startswith(prefix) else ""
-    if name and "/" not in name and name not in (".", ".."):
-        resolved = f"{blobs_dir}/{name}"
+    etag = target[len(prefix):] if target.startswith(prefix) else ""
+    if etag and "/" not in etag and etag not in (".", ".."):
+        resolved = f"{blobs_dir}/{etag}"
     else:
         resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
-    if os.path.dirname(resolved) != blobs_dir:
-        problems.append(ScanProblem(link, f"links to {target}, outside this repo's blobs/; not followed"))
-        snap.broken.append(rel)
-        return
+        etag = os.path.basename(resolved)
+        if os.path.dirname(resolved) != blobs_dir:
+            problems.append(ScanProblem(link, f"links to {target}, outside this repo's blobs/; not followed"))
+            snap.broken.append(rel)
+            return
     try:
         st = os.lstat(resolved)
     except FileNotFoundError:
@@ -218,9 +223,9 @@ def _cache_link(snap: FoundSnapshot, rel: str, link: str, blobs_dir: str, proble
         problems.append(ScanProblem(resolved, "a blob that is not a regular file; not followed"))
         snap.broken.append(rel)
         return
-    etag = os.path.basename(resolved)
-    snap.files[rel] = FoundFile(rel, st.st_size, resolved, etag, etag if SHA256_RE.match(etag) else None,
-                                etag if SHA1_RE.match(etag) else None)
+    lfs = len(etag) == 64 and SHA256_RE.match(etag) is not None
+    snap.files[rel] = FoundFile(rel, st.st_size, resolved, etag, etag if lfs else None,
+                                etag if not lfs and SHA1_RE.match(etag) else None)
 
 
 def _check_blob_names(found: list[FoundSnapshot], hasher: Hasher, problems: list[ScanProblem]) -> None:

@@ -54,7 +54,7 @@ class _Target:
 
 def _covers(row_path: str, layout: str, target: Path) -> bool:
     p = Path(row_path)
-    return p == target or (layout == "hf-cache" and p.parents[2] == target)
+    return p == target or (layout == "hf-cache" and len(p.parents) >= 3 and p.parents[2] == target)
 
 
 def _find(reg: Registry, name: str, rev: str | None, target: Path, node: str) -> tuple[_Target, list[_Target]]:
