@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.errors import StorageError
 from registry.hashing import SHA256_RE
 
 LEASE_SUFFIX = ".lease"
@@ -31,23 +32,31 @@ class Lease:
     """One running operation's claim on the digests it adds; thread-safe (a pull writes from several threads)."""
 
     def __init__(self, folder: Path, purpose: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{uuid.uuid4().hex}{LEASE_SUFFIX}"
         self._lock = threading.Lock()
         self._seen: set[str] = set()
-        self._file = open(self.path, "a", encoding="utf-8")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise _unwritable(exc, self.path) from exc
         fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
         header = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        self._file.write(json.dumps(header) + "\n")
-        self._file.flush()
+        self._write(json.dumps(header) + "\n")
+
+    def _write(self, line: str) -> None:
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            raise _unwritable(exc, self.path) from exc
 
     def add(self, sha256: str) -> None:
         """Claim a digest; returns once the claim is on disk, where gc reads it."""
         with self._lock:
             if sha256 in self._seen or self._file.closed:
                 return
-            self._file.write(sha256 + "\n")
-            self._file.flush()
+            self._write(sha256 + "\n")
             self._seen.add(sha256)
 
     def release(self) -> None:
@@ -57,6 +66,13 @@ class Lease:
                 return
             self.path.unlink(missing_ok=True)
             self._file.close()
+
+
+def _unwritable(exc: OSError, path: Path) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"no space left on the store's disk for the lease {path}; free space and run the command "
+                            "again (nothing partial was recorded)", details={"errno": exc.errno})
+    return StorageError(f"cannot write the lease {path}: {exc}", details={"errno": exc.errno})
 
 
 @dataclass(frozen=True)
