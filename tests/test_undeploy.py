@@ -148,3 +148,22 @@ def test_two_revisions_in_one_cache_need_a_revision(cli, reg, tmp_path):
     blobs = {p.name for p in (cache / "models--acme--tiny" / "blobs").iterdir()}
     assert blobs == {Path(t).name for t in linked}
     assert cli("audit", "--verify", "--json").json()["ok"] is True
+
+
+def test_the_signature_deploy_writes_beside_a_copy_is_neither_extra_nor_left_behind(cli, reg, tmp_path):
+    """Signed deployments carry a model.sig (a regular file in `dir`, a blob + link in an HF cache snapshot)."""
+    from registry.hashing import git_blob_sha1
+
+    add_registered(reg, make_tiny_repo(tmp_path / "m", big=False), REPO)
+    plain, cache = tmp_path / "plain", tmp_path / "cache"
+    assert cli("deploy", REPO, "--target", plain, "--layout", "dir").exit_code == 0
+    snap = Path(cli("deploy", REPO, "--target", cache, "--json").json()["path"])
+    sig = b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'
+    (plain / "model.sig").write_bytes(sig)
+    blob = snap.parents[1] / "blobs" / git_blob_sha1(sig)
+    blob.write_bytes(sig)
+    (snap / "model.sig").symlink_to(os.path.relpath(blob, snap))
+    assert cli("audit", "--verify", "--json").json()["ok"] is True
+    assert cli("undeploy", REPO, "--target", plain).exit_code == 0 and not plain.exists()
+    assert cli("undeploy", REPO, "--target", cache).exit_code == 0
+    assert not (cache / "models--acme--tiny").exists()

@@ -24,6 +24,7 @@ from registry.catalog.queries import split_ref
 from registry.errors import ConflictError, ModelNotFound, StorageError
 from registry.paths import safe_join
 from registry.services.audit import expected_files
+from registry.services.audit_signature import SIGNATURE_FILES
 from registry.services.context import Registry
 from registry.services.copy_check import CopyCheck, ExpectedFile, check_copy, deployed_stat_cache
 from registry.services.deploy import cache_folder_name
@@ -116,8 +117,8 @@ def _left(root: Path) -> list[str]:
 
 
 def _remove_dir_copy(root: Path, files: list[ExpectedFile], removed: list[str], kept: list[str]) -> None:
-    for f in (f for f in files if f.own):
-        p = safe_join(root, f.path)
+    # deploy also writes the model's signature beside its files (services/audit_signature.py)
+    for p in [safe_join(root, f.path) for f in files if f.own] + [root / name for name in sorted(SIGNATURE_FILES)]:
         try:
             mode = os.lstat(p).st_mode
         except FileNotFoundError:
@@ -154,8 +155,12 @@ def _linked_blobs(folder: Path) -> set[str]:
 def _remove_cache_repo(folder: Path, commit: str, files: list[ExpectedFile], removed: list[str],
                        kept: list[str]) -> None:
     snap = folder / "snapshots" / commit
-    for f in files:
-        p = safe_join(snap, f.path)
+    signature_blobs: set[str] = set()
+    for name in sorted(SIGNATURE_FILES):  # deploy links the model's signature from a blob of its own
+        p = snap / name
+        if p.is_symlink() and Path(os.readlink(p)).parent.name == "blobs":
+            signature_blobs.add(Path(os.readlink(p)).name)
+    for p in [safe_join(snap, f.path) for f in files] + [snap / name for name in sorted(SIGNATURE_FILES)]:
         if os.path.lexists(p) and (p.is_symlink() or p.is_file()):
             p.unlink()
             removed.append(str(p))
@@ -170,7 +175,7 @@ def _remove_cache_repo(folder: Path, commit: str, files: list[ExpectedFile], rem
                 ref.unlink()
                 removed.append(str(ref))
     still = _linked_blobs(folder)
-    for etag in sorted({f.etag for f in files} - still):
+    for etag in sorted(({f.etag for f in files} | signature_blobs) - still):
         blob = folder / "blobs" / etag
         if os.path.lexists(blob) and not blob.is_symlink():
             blob.unlink()
