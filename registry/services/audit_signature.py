@@ -11,6 +11,14 @@ reads ``unsigned`` and nothing here changes a row's state. Two functions are the
   (``model_signing`` verify, offline) against the catalog's: ``signed``, ``bad-signature`` (present and failing),
   or ``unsigned`` (absent). Only when ``expected`` is true do ``unsigned`` and ``bad-signature`` become the row's
   state (a finding, exit 1); a model that was never signed stays ``ok``.
+
+Wiring it on main (signing merged as issue 13): ``catalog_signatures`` maps model ids to their revision ids and
+asks ``services.signing.signature_rows(session, revision_ids)``; a revision with a row is ``signed``/expected.
+``check_copy_signature`` reads ``copy_root / "model.sig"`` (deploy writes one per folder: the ``dir`` folder, or
+each repo's snapshot in an HF cache, as ``registry.signing.oms.SIGNATURE_FILE``): absent -> ``unsigned``; bytes
+equal to one of the revision's ``Signature.bundle`` rows and (under a trust policy) ``TrustGate.prove`` over the
+copy's files, which ``--verify`` has just proven equal to the catalog's -> ``signed``; anything else ->
+``bad-signature`` with the reason in ``detail``. ``undeploy`` already removes the ``model.sig`` deploy wrote.
 """
 
 from __future__ import annotations
