@@ -3,6 +3,7 @@ model folders and HF caches the registry did not write."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -48,7 +49,7 @@ def audit_cmd(
     if json_out:
         emit_json_rows({"ok": report.ok, "node": report.node, "models": list(report.models), "counts": report.counts,
                         "verification": jsonable(report.verification)},
-                       "deployments", (_row_json(r) for r in report.rows))
+                       {"deployments": (_row_json(r) for r in report.rows)})
     else:
         _print_report(report, wide=wide)
     if not report.ok:
@@ -97,7 +98,10 @@ def _scan(root: Path, *, verify: bool, deep: bool, wide: bool, json_out: bool) -
 
     report = scan_models(open_registry(), root, verify=verify, deep=deep)
     if json_out:
-        emit_json({"ok": report.ok, **jsonable(report)})
+        emit_json_rows({"ok": report.ok, "root": report.root, "layout": report.layout,
+                        "files_hashed": report.files_hashed, "bytes_hashed": report.bytes_hashed},
+                       {"models": (dataclasses.asdict(m) for m in report.models),
+                        "problems": (dataclasses.asdict(p) for p in report.problems)})
     else:
         n = 12 if not wide else 64
         if report.models:

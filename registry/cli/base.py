@@ -75,13 +75,17 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=False) + "\n")
 
 
-def emit_json_rows(head: dict[str, Any], key: str, rows: Any) -> None:
-    """One JSON object like ``emit_json``, with ``key`` holding many rows (already plain dicts), one per line:
-    the C encoder writes each row (an indented document goes through json's pure-Python encoder, ~10x slower)."""
-    body = json.dumps(jsonable({**head, key: []}), indent=2)
-    marker = f'"{key}": []'
-    items = ",\n    ".join(json.dumps(r, separators=(", ", ": ")) for r in rows)
-    sys.stdout.write(body.replace(marker, f'"{key}": [\n    {items}\n  ]' if items else marker, 1) + "\n")
+def emit_json_rows(head: dict[str, Any], lists: dict[str, Any]) -> None:
+    """One JSON object like ``emit_json``, whose ``lists`` (name -> rows, already plain dicts) print one row per
+    line: the C encoder writes each row (an indented document goes through json's pure-Python encoder, ~10x
+    slower, which a fleet of 50 000 deployments notices)."""
+    body = json.dumps(jsonable({**head, **{key: [] for key in lists}}), indent=2)
+    for key, rows in reversed(lists.items()):  # from the last: what is inserted is never searched again
+        marker = f'"{key}": []'
+        items = ",\n    ".join(json.dumps(r, separators=(", ", ": ")) for r in rows)
+        if items:
+            body = body.replace(marker, f'"{key}": [\n    {items}\n  ]', 1)
+    sys.stdout.write(body + "\n")
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:

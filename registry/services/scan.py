@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import any_, bindparam, select
+from sqlalchemy import any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -104,27 +104,31 @@ def _one_of(session: Session, column: Any, values: Iterable[Any]) -> Iterator[An
         yield column.in_(items[i:i + _IN_CHUNK])
 
 
-def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> dict[tuple[str, str], set[int]]:
-    """(path, identity) -> revision ids holding that path with those bytes; fills in the sha256 of files an HF
+Hits = dict[tuple[str, str, int], set[int]]
+
+
+def _catalog_hits(session: Session, found: list[FoundSnapshot]) -> Hits:
+    """(path, sha256, size) -> revision ids holding that path with those bytes; fills in the sha256 of files an HF
     cache names by git sha1, from the catalog."""
     paths = {f.path for s in found for f in s.files.values()}
     shas = {f.sha256 for s in found for f in s.files.values() if f.sha256}
     gits = {f.git_sha1 for s in found for f in s.files.values() if f.git_sha1 and not f.sha256}
-    hits: dict[tuple[str, str], set[int]] = {}
+    hits: Hits = {}
     git_to_sha: dict[str, str] = {}
     path_list = sorted(paths)
     for cond in _one_of(session, File.blob_sha256, shas):
-        for rev, path, sha in session.connection().execute(select(File.revision_id, File.path, File.blob_sha256)
-                                                           .where(cond)).all():
+        for rev, path, sha, size in session.connection().execute(
+                select(File.revision_id, File.path, File.blob_sha256, File.size).where(cond)).all():
             if path in paths:
-                hits.setdefault((path, sha), set()).add(rev)
+                hits.setdefault((path, sha, size), set()).add(rev)
     for cond in _one_of(session, File.git_oid, gits):
-        q = select(File.revision_id, File.path, File.git_oid, File.blob_sha256).where(cond, File.lfs.is_(False))
+        q = select(File.revision_id, File.path, File.git_oid, File.blob_sha256, File.size).where(
+            cond, File.lfs.is_(False))
         if len(path_list) <= _IN_CHUNK:
             q = q.where(File.path.in_(path_list))
-        for rev, path, git, sha in session.connection().execute(q).all():
+        for rev, path, git, sha, size in session.connection().execute(q).all():
             if path in paths:
-                hits.setdefault((path, sha), set()).add(rev)
+                hits.setdefault((path, sha, size), set()).add(rev)
                 git_to_sha[git] = sha
     for s in found:
         for f in s.files.values():
@@ -183,6 +187,21 @@ def _expected(session: Session, model_ids: set[int]) -> dict[int, list[_Expected
     return {mid: list(files.values()) for mid, files in out.items()}
 
 
+def _shapes(session: Session, model_ids: set[int]) -> dict[int, dict[int, tuple[str, int]]]:
+    """model id -> {revision id of each component: (repo, number of distinct files)}: enough to call a snapshot
+    whose every file the catalog lookup already matched a match, without fetching the model's file rows."""
+    out: dict[int, dict[int, tuple[str, int]]] = {}
+    for cond in _one_of(session, Component.model_id, model_ids):
+        q = (select(Component.model_id, Component.revision_id, Repo.repo_id,
+                    func.count(func.distinct(ComponentFile.file_id)))
+             .join(ComponentFile, ComponentFile.component_id == Component.id)
+             .join(Revision, Revision.id == Component.revision_id).join(Repo, Repo.id == Revision.repo_id)
+             .where(cond).group_by(Component.model_id, Component.revision_id, Repo.repo_id))
+        for mid, rid, repo, n in session.connection().execute(q).all():
+            out.setdefault(mid, {})[rid] = (repo, n)
+    return out
+
+
 def _same(f: FoundFile, e: _Expected) -> bool:
     if f.size != e.size:
         return False
@@ -191,9 +210,9 @@ def _same(f: FoundFile, e: _Expected) -> bool:
     return not e.lfs and f.git_sha1 == e.git_oid
 
 
-def _judge(snap: FoundSnapshot, rid: int, model: tuple[int, str, str, str, bool], files: list[_Expected],
-           by_revision: dict[int, FoundSnapshot], exact: bool) -> FoundModel:
-    mid, name, commit, state, own = model
+def _compare(snap: FoundSnapshot, rid: int, files: list[_Expected], by_revision: dict[int, FoundSnapshot]
+             ) -> tuple[list[str], list[str], list[tuple[str, int, str]]]:
+    """(differs, missing, root digest entries of the files that match), file by file."""
     differs: list[str] = []
     missing: list[str] = []
     entries: list[tuple[str, int, str]] = []
@@ -218,6 +237,13 @@ def _judge(snap: FoundSnapshot, rid: int, model: tuple[int, str, str, str, bool]
                                f"sha256 {e.sha256[:12]}")
             elif f.sha256:
                 entries.append((f"{e.repo}/{e.path}", f.size, f.sha256))
+    return differs, missing, entries
+
+
+def _finish(snap: FoundSnapshot, model: tuple[int, str, str, str, bool], exact: bool, differs: list[str],
+            missing: list[str], entries: list[tuple[str, int, str]], total: int, used: set[str]) -> FoundModel:
+    """The verdict and its details; ``total``: the model's files, ``used``: the paths of this snapshot it uses."""
+    _mid, name, commit, state, own = model
     verdict = "differs" if differs else "incomplete" if missing else "matches"
     label = f"{name}@{commit[:12]}"
     details: list[str] = []
@@ -225,16 +251,28 @@ def _judge(snap: FoundSnapshot, rid: int, model: tuple[int, str, str, str, bool]
         details.append(f"judged as a component of {label} (no model of its own at this revision)")
     if not exact and snap.commit:
         details.append(f"the same files as {label}, found under commit {snap.commit[:12]}")
-    digest = root_digest(entries) if len(entries) == len(files) else None
+    digest = root_digest(entries) if len(entries) == total else None
     if verdict == "matches":
         details.append(f"root digest {digest}" + ("" if state == REGISTERED else f"; but {label} is {state}"))
     details += differs + missing
-    extra = sorted(set(snap.files) - {e.path for e in files if e.revision_id == rid})
+    extra = sorted(set(snap.files) - used)
     if extra and verdict == "matches":
         details.append(f"also holds {len(extra)} files the model does not use (e.g. {', '.join(extra[:3])})")
     return FoundModel(snap.kind, str(snap.path), snap.repo_id, snap.commit, len(snap.files),
                       sum(f.size for f in snap.files.values()), verdict, label, state, digest,
                       tuple(details[:MAX_DETAILS]))
+
+
+def _quick_match(snap: FoundSnapshot, rid: int, shape: dict[int, tuple[str, int]], hits: Hits
+                 ) -> tuple[list[tuple[str, int, str]], set[str]] | None:
+    """A single-repo model every one of whose files the lookup found here, byte for byte: (entries, paths)."""
+    if list(shape) != [rid]:
+        return None
+    repo, count = shape[rid]
+    matched = [f for f in snap.files.values() if f.sha256 and rid in hits.get((f.path, f.sha256, f.size), ())]
+    if len(matched) != count:
+        return None
+    return [(f"{repo}/{f.path}", f.size, f.sha256) for f in matched if f.sha256], {f.path for f in matched}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -285,20 +323,37 @@ def _identify(reg: Registry, session: Session, found: list[FoundSnapshot]) -> li
             continue
         votes: Counter[int] = Counter()
         for f in snap.files.values():
-            for r in hits.get((f.path, f.sha256 or ""), ()):
+            for r in hits.get((f.path, f.sha256 or "", f.size), ()):
                 votes[r] += 1
         best = max(votes.items(), key=lambda kv: (kv[1], kv[0]))[0] if votes else None
         chosen.append((snap, best, False))
     by_revision = {rid: snap for snap, rid, _ in chosen if rid is not None}
     models = _models_for(session, {rid for _, rid, _ in chosen if rid is not None})
-    expected = _expected(session, {m[0] for m in models.values()})
-    out = []
-    for snap, rid, is_exact in chosen:
+    shapes = _shapes(session, {m[0] for m in models.values()})
+    quick: dict[int, tuple[list[tuple[str, int, str]], set[str]]] = {}
+    for i, (snap, rid, _) in enumerate(chosen):
         if rid is not None and rid in models:
-            model = models[rid]
-            out.append(_judge(snap, rid, model, expected.get(model[0], []), by_revision, is_exact))
-        else:
+            got = _quick_match(snap, rid, shapes.get(models[rid][0], {}), hits)
+            if got is not None:
+                quick[i] = got
+    # file rows only for the models the lookup could not settle (differs, incomplete, several repos)
+    expected = _expected(session, {models[rid][0] for i, (_, rid, _) in enumerate(chosen)
+                                   if rid is not None and rid in models and i not in quick})
+    out = []
+    for i, (snap, rid, is_exact) in enumerate(chosen):
+        if rid is None or rid not in models:
             out.append(_judge_unknown(reg, session, snap, found))
+            continue
+        model = models[rid]
+        total = sum(n for _, n in shapes.get(model[0], {}).values())
+        if i in quick:
+            entries, used = quick[i]
+            out.append(_finish(snap, model, is_exact, [], [], entries, total, used))
+        else:
+            files = expected.get(model[0], [])
+            differs, missing, entries = _compare(snap, rid, files, by_revision)
+            used = {e.path for e in files if e.revision_id == rid}
+            out.append(_finish(snap, model, is_exact, differs, missing, entries, len(files), used))
     return out
 
 
