@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from registry.catalog.base import Base, Sha1, Sha256, Timestamp, hex_check, utcnow
@@ -14,6 +14,8 @@ from registry.catalog.states import QUARANTINED, STATES
 ROLES = ("config", "weights", "base", "adapter", "head", "visual", "tokenizer", "processor", "code")
 LINEAGE_RELATIONS = ("derived_from", "base", "merged_from")
 LAYOUTS = ("hf-cache", "dir")
+# what `audit --verify` found on a node's disk the last time it looked (NULL: never verified)
+VERIFY_STATES = ("ok", "drifted", "missing")
 REPO_TYPES = ("model", "dataset", "space")
 
 
@@ -85,6 +87,8 @@ class File(Base):
     __table_args__ = (
         UniqueConstraint("revision_id", "path"),
         hex_check("git_oid", 40, "git_oid_hex"),
+        # `audit --scan` finds regular files of an HF cache by their etag, the git blob sha1
+        Index("ix_files_git_oid", "git_oid"),
         CheckConstraint("size >= 0", name="size_nonnegative"),
         CheckConstraint(
             "path <> '' AND path NOT LIKE '/%' AND path <> '..' AND path NOT LIKE '../%' "
@@ -203,8 +207,11 @@ class Deployment(Base):
     __tablename__ = "deployments"
     __table_args__ = (
         CheckConstraint(_in("layout", LAYOUTS), name="layout"),
+        CheckConstraint(f"verify_state IS NULL OR {_in('verify_state', VERIFY_STATES)}", name="verify_state"),
         hex_check("commit_sha", 40, "commit_sha_hex"),
         hex_check("root_digest", 64, "root_digest_hex"),
+        # the fleet view: live rows (removed_at IS NULL) by node, in deployment order, without a sort
+        Index("ix_deployments_removed_at_node_id", "removed_at", "node", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -217,6 +224,13 @@ class Deployment(Base):
     actor: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[Timestamp]
     removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # the last `audit --verify` of this copy: when, by whom, from which host, what it found
+    verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    verified_by: Mapped[str | None] = mapped_column(String(255))
+    verified_host: Mapped[str | None] = mapped_column(String(255))
+    verify_state: Mapped[str | None] = mapped_column(String(16))
+    verify_problems: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    signature_state: Mapped[str | None] = mapped_column(String(16))
 
     model: Mapped[Model] = relationship()
 
@@ -233,6 +247,9 @@ class Event(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     subject: Mapped[str] = mapped_column(String(1000), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    # `registry history --since` reads a time range
+    __table_args__ = (Index("ix_events_at", "at"),)
 
 
 SIGNATURE_METHODS = ("key", "sigstore")

@@ -23,6 +23,9 @@ from registry.cli import gc_cmds as _gc_cmds  # noqa: F401,E402
 from registry.cli import serve_cmds as _serve_cmds  # noqa: F401,E402
 from registry.cli import oci_cmds as _oci_cmds  # noqa: F401,E402
 from registry.cli import sign_cmds as _sign_cmds  # noqa: F401,E402
+from registry.cli import audit_cmds as _audit_cmds  # noqa: F401,E402
+from registry.cli import undeploy_cmds as _undeploy_cmds  # noqa: F401,E402
+from registry.cli import history_cmds as _history_cmds  # noqa: F401,E402
 
 
 # An unexpected exception is a bug in the registry, not a finding: its own code (sysexits' EX_SOFTWARE),

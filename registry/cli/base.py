@@ -17,6 +17,7 @@ import typer.core
 
 from registry.config import Settings
 from registry.errors import RegistryError
+from registry.units import human_size  # noqa: F401  (re-exported: the commands import it from here)
 
 
 def _flag_display_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
@@ -77,13 +78,17 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(jsonable(value), indent=2, sort_keys=False) + "\n")
 
 
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+def emit_json_rows(head: dict[str, Any], lists: dict[str, Any]) -> None:
+    """One JSON object like ``emit_json``, whose ``lists`` (name -> rows, already plain dicts) print one row per
+    line: the C encoder writes each row (an indented document goes through json's pure-Python encoder, ~10x
+    slower, which a fleet of 50 000 deployments notices)."""
+    body = json.dumps(jsonable({**head, **{key: [] for key in lists}}), indent=2)
+    for key, rows in reversed(lists.items()):  # from the last: what is inserted is never searched again
+        marker = f'"{key}": []'
+        items = ",\n    ".join(json.dumps(r, separators=(", ", ": ")) for r in rows)
+        if items:
+            body = body.replace(marker, f'"{key}": [\n    {items}\n  ]', 1)
+    sys.stdout.write(body + "\n")
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""serve / export / import / deploy / audit: the offline-mirror commands."""
+"""serve / export / import / deploy: the offline-mirror commands (audit: cli/audit_cmds.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from registry.cli.base import JsonOpt, app, echo, emit_json, exit_reported, human_size, note, open_registry, plural, table
+from registry.cli.base import JsonOpt, app, echo, emit_json, human_size, note, open_registry, plural, table
 from registry.cli.sign_cmds import TrustOpt
 
 
@@ -106,23 +106,3 @@ def deploy_cmd(
     for repo in result.not_included:
         note(f"note: {repo} is not in a dir deployment; deploy it too, or use --layout hf-cache")
 
-
-@app.command("audit")
-def audit_cmd(
-    names: Annotated[Optional[list[str]], typer.Argument(help="Only these models (default: every deployment).")] = None,
-    node: Annotated[Optional[str], typer.Option("--node", help="Node whose deployments to check (default: this host).")] = None,
-    deep: Annotated[bool, typer.Option("--deep", help="Re-hash deployed files with blake3, not just sizes.")] = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Compare what is deployed on this node with the files on disk and with what is registered. Exit 1 on drift."""
-    from registry.errors import VerificationFailed
-    from registry.services.deploy import audit
-
-    report = audit(open_registry(), node=node, names=names or [], deep=deep)
-    if json_out:
-        emit_json({"ok": report.ok, "checked": report.checked, "findings": report.findings})
-    else:
-        echo(table(["id", "name", "node", "path", "problem", "detail"],
-                   [(f.deployment_id, f.name, f.node, f.path, f.problem, f.detail) for f in report.findings]))
-    if not report.ok:
-        exit_reported(VerificationFailed)

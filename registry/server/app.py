@@ -21,6 +21,7 @@ from registry.server import render
 from registry.server.auth import TokenPolicy
 from registry.server.ranges import ByteRange, parse_range
 from registry.server.routing import Route, parse
+from registry.server.ui import UiApp
 from registry.services.mirror import FileHit, Mirror
 
 Scope = MutableMapping[str, Any]
@@ -53,9 +54,10 @@ def _from_registry(exc: RegistryError) -> HttpError:
 
 class MirrorApp:
     def __init__(self, mirror: Mirror, policy: TokenPolicy | None = None, *, chunk_size: int = CHUNK,
-                 zero_copy: bool = True) -> None:
+                 zero_copy: bool = True, ui: UiApp | None = None) -> None:
         self.mirror = mirror
         self.policy = policy or TokenPolicy.open()
+        self.ui = ui  # the read-only HTML view at /ui (server/ui.py)
         self.chunk_size = chunk_size
         self.zero_copy = zero_copy
         self.stats: Counter[str] = Counter()  # "kind status" -> count; read by tests and the benchmark
@@ -66,8 +68,13 @@ class MirrorApp:
             return
         if scope["type"] != "http":
             return
-        route = parse(scope.get("raw_path") or scope["path"].encode())
+        raw = scope.get("raw_path") or scope["path"].encode()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.ui is not None and (raw == b"/ui" or raw.startswith((b"/ui/", b"/ui?"))):
+            status = await self.ui(scope, send, headers)
+            self.stats[f"ui {status}"] += 1
+            return
+        route = parse(raw)
         status = 500
         try:
             status = await self._dispatch(scope, receive, send, route, headers)
@@ -271,4 +278,5 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 def create_app(reg: Any, policy: TokenPolicy | None = None) -> MirrorApp:
     """The mirror app over an open ``Registry``."""
-    return MirrorApp(Mirror(reg), policy)
+    policy = policy or TokenPolicy.open()
+    return MirrorApp(Mirror(reg), policy, ui=UiApp(reg, policy))

@@ -24,6 +24,7 @@ from registry.hashing import LFS_THRESHOLD, SHA1_RE, SHA256_RE, lfs_pointer_oid
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
 from registry.services.context import Registry
+from registry.services.leasing import leased
 from registry.services.folders import Folder, scan_folder
 from registry.services.ingest import (
     Acquired, ComponentSummary, Plan, Source, make_plan, selected, summaries, totals,
@@ -195,6 +196,7 @@ class _FolderSource(Source):
                     manifest=plan.manifest.source, revision=",".join(self.labels))
 
 
+@leased("add")
 def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | None = None,
                manifest_file: Path | str | None = None, progress: Progress | None = None,
                register: bool | None = False, device: str = "auto",

@@ -40,6 +40,7 @@ from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import REPO_ID_RE
 from registry.paths import check_relative_path
 from registry.services.context import Registry
+from registry.services.leasing import leased
 from registry.services.record import RepoSource, record_model
 from registry.services.verify import release_proven
 from registry.store import ExpectedBlob, check_blobs
@@ -147,6 +148,7 @@ def _summary(record: dict[str, Any]) -> BundledModel:
                         sum(files.values()))
 
 
+@leased("export")
 def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> ExportResult:
     output = Path(output).expanduser().absolute()
     as_tar = output.suffix == ".tar"
@@ -154,6 +156,7 @@ def export_bundle(reg: Registry, names: Sequence[str], output: Path | str) -> Ex
         raise UsageError(f"--output {output} already exists; remove it or choose another --output",
                        details={"output": str(output)})
     models, blobs = _collect(reg, names)
+    reg.store.claim(*blobs)  # a model removed while this runs keeps its blobs until the bundle is written
     index = json.dumps({
         "format": FORMAT, "version": VERSION, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "created_by": reg.settings.actor, "host": reg.settings.host, "models": models,
@@ -432,6 +435,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures:
         record_signatures(session, signatures, reg.settings.actor)
 
 
+@leased("import")
 def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
     path = Path(path).expanduser().absolute()
     if not path.exists():

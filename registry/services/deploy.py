@@ -8,7 +8,8 @@ Layouts:
 
 Never partial: blobs are written under a temp name and renamed; a new snapshot or folder is assembled aside and
 renamed into place in one step. Hard links from the store when it is on the same filesystem, copies otherwise.
-``audit`` compares what the catalog says is deployed with what is on disk and with what is registered now.
+``audit`` (services/audit.py) compares what the catalog says is deployed with what is on disk and with what is
+registered now; ``undeploy`` (services/undeploy.py) removes a copy this module wrote.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from registry.catalog import states
 from registry.catalog.models import LAYOUTS, Deployment, Ref
 from registry.catalog.queries import find_model
 from registry.errors import ConflictError, StorageError, UsageError
-from registry.hashing import blake3_file, git_blob_sha1
+from registry.hashing import git_blob_sha1
 from registry.paths import safe_join
 from registry.services.context import Registry
 from registry.services.trust import deploy_signatures
@@ -307,53 +308,3 @@ def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-ca
     return DeployResult(deployment_id, model.name, model.commit, model.root_digest, layout, node,
                         reg.settings.actor, str(target), path, done, not_included, signed)
 
-
-# ---- audit ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AuditFinding:
-    deployment_id: int
-    name: str
-    node: str
-    path: str
-    problem: str  # not-registered | missing | changed | ok
-    detail: str
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    checked: int
-    findings: tuple[AuditFinding, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(f.problem == "ok" for f in self.findings)
-
-
-def audit(reg: Registry, *, node: str | None = None, names: Sequence[str] = (), deep: bool = False) -> AuditReport:
-    """Each live deployment on ``node`` (default: this host): still registered? every file there, same bytes?"""
-    node = node or reg.settings.host
-    findings: list[AuditFinding] = []
-    with reg.catalog.reader() as session:
-        q = select(Deployment).where(Deployment.node == node, Deployment.removed_at.is_(None)).order_by(Deployment.id)
-        rows = list(session.scalars(q))
-        for d in rows:
-            model = d.model
-            if names and model.name not in names:
-                continue
-            problems: list[tuple[str, str]] = []
-            if model.state not in states.SERVED:
-                problems.append(("not-registered", f"the model is now {model.state}"
-                                 + (f": {model.state_reason}" if model.state_reason else "")))
-            own = [c for c in model.components if c.revision_id == model.revision_id]
-            base = Path(d.path)
-            for comp in own:
-                for f in comp.files:
-                    p = safe_join(base, f.path)
-                    if not p.exists():
-                        problems.append(("missing", f.path))
-                    elif p.stat().st_size != f.size or (deep and blake3_file(p) != f.blob.blake3):
-                        problems.append(("changed", f.path))
-            for problem, detail in problems or [("ok", "")]:
-                findings.append(AuditFinding(d.id, model.name, d.node, d.path, problem, detail))
-    return AuditReport(len({f.deployment_id for f in findings}), tuple(findings))

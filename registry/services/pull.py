@@ -45,6 +45,7 @@ from registry.services.ingest import (
     Acquired, ComponentSummary, Plan, Source, log_refusal, make_plan, selected, summaries, totals,
 )
 from registry.services.ingest import run as ingest_run
+from registry.services.leasing import leased
 from registry.services.manifests import choose_manifest, missing_repo_selection
 from registry.services.record import RepoSource
 from registry.services.register import RegisterResult, register_after_ingest
@@ -456,6 +457,7 @@ def _dependencies(client: HubClient, manifest: Manifest, repos: dict[str, Remote
     return selections
 
 
+@leased("pull")
 def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_file: Path | str | None = None,
          endpoint: str | None = None, token: str | None = None, progress: Progress | None = None,
          retries: int = 5, backoff: float = 1.0, workers: int = 8, register: bool | None = False,

@@ -85,6 +85,8 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
     quarantined = _quarantine(reg, [mid for mid, key in model_keys if key in bad_models], problems)
     key_of_id = dict(model_keys)
     released = _release(reg, [mid for mid in blob_quarantined if key_of_id[mid] not in bad_models])
+    reg.log_now("verify", ",".join(names) or "store", deep=deep, ok=not problems, models=len(model_keys),
+                blobs_checked=len(checks), problems=len(problems), quarantined=list(quarantined))
     return VerifyReport(
         deep=deep,
         models_checked=tuple(key for _, key in model_keys),

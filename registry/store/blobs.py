@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import BinaryIO
 
 from registry.errors import IntegrityError, StorageError, UsageError
 from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher, blake3_file, hash_stream
+from registry.store.leases import Lease, LeaseInfo, read_leases
 from registry.store.statcache import StatCache, StatKey
 
 PARTIAL_SUFFIX = ".partial"
@@ -78,6 +80,9 @@ class BlobStore:
         self._objects = self.root / "sha256"
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"
+        self._leases = self.root / "leases"
+        self._active: list[Lease] = []  # leases of operations running in this process on this store
+        self._active_lock = threading.Lock()
         # Blobs are proven when written: seed the stat cache so the next fast verify hashes nothing.
         self.stat_cache = StatCache(self.root / "statcache.sqlite")
 
@@ -95,7 +100,11 @@ class BlobStore:
         return self.path_for(sha256).with_name(sha256 + PARTIAL_SUFFIX)
 
     def has(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_file()
+        """Whether the blob is stored. A running operation that asks is about to use the blob: the digest joins
+        its lease first, so a gc that has not removed it yet will not."""
+        path = self.path_for(sha256)
+        self.claim(sha256)
+        return path.is_file()
 
     def open(self, sha256: str) -> BinaryIO:
         return open(self.path_for(sha256), "rb")
@@ -121,15 +130,53 @@ class BlobStore:
     # ---- locking ------------------------------------------------------------------------------
     @contextmanager
     def lock(self, sha256: str) -> Iterator[None]:
+        with self.try_lock(sha256, wait=True):
+            yield
+
+    @contextmanager
+    def try_lock(self, sha256: str, *, wait: bool = False) -> Iterator[bool]:
+        """The digest's lock: True once held; without ``wait``, False at once if a writer holds it."""
         _check_digest(sha256)
         self._locks.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._locks / f"{sha256}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    # ---- leases (registry/store/leases.py) ----------------------------------------------------
+    @contextmanager
+    def lease(self, purpose: str) -> Iterator[Lease]:
+        """While this runs, every blob written through this store (and each digest passed to ``claim``) is
+        named in a lease that ``gc`` honours."""
+        held = Lease(self._leases, purpose)
+        with self._active_lock:
+            self._active.append(held)
+        try:
+            yield held
+        finally:
+            with self._active_lock:
+                self._active.remove(held)
+            held.release()
+
+    def claim(self, *sha256s: str) -> None:
+        """Name digests in the running operations' leases (before their bytes appear, for writes)."""
+        with self._active_lock:
+            active = list(self._active)
+        for lease in active:
+            for sha in sha256s:
+                lease.add(sha)
+
+    def leases(self) -> list[LeaseInfo]:
+        return read_leases(self._leases)
 
     # ---- writing ------------------------------------------------------------------------------
     def stage_file(self, src: Path, *, expected_sha256: str | None = None, git: bool | None = None,
@@ -200,6 +247,7 @@ class BlobStore:
             with self.lock(digests.sha256):
                 return self._commit(tmp, digests, locked=True)
         final = self.path_for(digests.sha256)
+        self.claim(digests.sha256)  # before the name exists: a gc that sees the blob also sees the claim
         repaired = False
         if final.is_file():
             if self._intact(final, digests):
@@ -230,14 +278,18 @@ class BlobStore:
 
     def remove(self, sha256: str) -> bool:
         """Delete one blob (garbage collection); returns whether it existed."""
-        path = self.path_for(sha256)
         with self.lock(sha256):
-            try:
-                os.chmod(path, 0o644)
-                path.unlink()
-                return True
-            except FileNotFoundError:
-                return False
+            return self.remove_locked(sha256)
+
+    def remove_locked(self, sha256: str) -> bool:
+        """``remove`` for a caller that holds the digest's lock (gc re-checks its leases under it)."""
+        path = self.path_for(sha256)
+        try:
+            os.chmod(path, 0o644)
+            path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
 class BlobWriter:
     """Write bytes whose digest may be known in advance; ``commit()`` checks size and sha256.
@@ -253,6 +305,8 @@ class BlobWriter:
         self.expected_size = expected_size
         self.expected_git_sha1 = expected_git_sha1
         self._lock_cm = store.lock(expected_sha256) if expected_sha256 else None
+        if expected_sha256:
+            store.claim(expected_sha256)
         if self._lock_cm is not None:
             self._lock_cm.__enter__()
         try:

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.errors import StorageError
+
 
 @dataclass(frozen=True)
 class StatKey:
@@ -59,12 +61,20 @@ class StatCache:
             return
         now = time.time()
         conn = self._conn()
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT OR REPLACE INTO stat VALUES (?,?,?,?,?,?,?)",
-            [(sha, k.size, k.mtime_ns, k.ctime_ns, k.inode, b3, now) for sha, k, b3 in entries],
-        )
-        conn.execute("COMMIT")
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT OR REPLACE INTO stat VALUES (?,?,?,?,?,?,?)",
+                [(sha, k.size, k.mtime_ns, k.ctime_ns, k.inode, b3, now) for sha, k, b3 in entries],
+            )
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if "full" in str(exc):
+                raise StorageError(f"no space left for the stat cache {self.path}; free space and run the command "
+                                   "again (nothing partial was recorded)") from exc
+            raise
 
     def forget(self, shas: list[str]) -> None:
         if shas:
