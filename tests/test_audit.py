@@ -207,3 +207,37 @@ def test_the_database_refuses_an_unknown_verify_state(cli, reg, tmp_path):
             session.execute(update(Deployment).values(verify_state="fine"))
     with reg.catalog.reader() as session:
         assert session.scalars(select(Deployment.verify_state)).one() is None
+
+
+def test_signed_copies_are_checked_against_the_catalogs_signatures(cli, reg, tmp_path):
+    """A signed model's copies carry model.sig (deploy writes it): audit --verify says signed, and a copy whose
+    model.sig is gone or is another signature is a finding, while an unsigned model's copies stay ok."""
+    from tests.sign_helpers import make_keys
+
+    add_registered(reg, make_tiny_repo(tmp_path / "m", big=False), REPO)
+    add_registered(reg, make_tiny_repo(tmp_path / "other", big=False, seed=3), "acme/unsigned")
+    keys = make_keys(tmp_path / "keys")
+    assert cli("sign", REPO, "--key", keys.private).exit_code == 0
+    kept, removed, swapped = (_deploy(cli, tmp_path / n) for n in ("kept", "removed", "swapped"))
+    plain = _deploy(cli, tmp_path / "plain", name="acme/unsigned")
+    snap = _deploy(cli, tmp_path / "cache", layout="hf-cache")
+    assert (Path(kept) / "model.sig").is_file() and not (Path(plain) / "model.sig").exists()
+
+    r = cli("audit", "--verify", "--json")
+    assert r.exit_code == 0, r.stdout
+    rows = _rows(r)
+    assert rows[kept]["signature"] == rows[snap]["signature"] == "signed" and rows[kept]["state"] == "ok"
+    assert rows[plain]["signature"] == "unsigned" and rows[plain]["state"] == "ok"
+
+    (Path(removed) / "model.sig").unlink()
+    other = make_keys(tmp_path / "other-keys", "other")
+    assert cli("sign", REPO, "--key", other.private, "--output", tmp_path / "other.sig").exit_code == 0
+    theirs = (tmp_path / "other.sig").read_text()
+    (Path(swapped) / "model.sig").unlink()
+    (Path(swapped) / "model.sig").write_text(theirs.replace('"', "'", 1))  # not one of the catalog's signatures
+    r = cli("audit", "--verify", "--json")
+    assert r.exit_code == 1
+    rows = _rows(r)
+    assert rows[removed]["state"] == "unsigned" and "not in the copy" in rows[removed]["drift"]["signature"]
+    assert rows[swapped]["state"] == "bad-signature" and "none of the signatures" in rows[swapped]["drift"]["signature"]
+    assert rows[kept]["state"] == "ok" and rows[plain]["state"] == "ok"

@@ -114,17 +114,20 @@ def _verify_node(reg: Registry, node: str, models: Sequence[str], deep: bool) ->
         found = check_copy(row.layout, row.path, files.get(row.model_id, []), cache, deep=deep)
         sig = check_copy_signature(Path(row.path), [f.path for f in files.get(row.model_id, []) if f.own],
                                    signatures.get(row.model_id))
-        checks.append((row, found, sig.finding or (SIGNED if sig.state == SIGNED else None)))
+        checks.append((row, found, sig))
     at = dt.datetime.now(dt.timezone.utc)
     by_state: dict[str, int] = {}
     updates = []
-    for row, found, signature in checks:
+    for row, found, sig in checks:
         by_state[found.state] = by_state.get(found.state, 0) + 1
         drift = found.drift
         lost = tuple(lost_by_model.get((row.name, row.commit), ())[:MAX_LISTED])
-        detail = drift.to_json() if found.state != "ok" or lost else None
+        signature = sig.finding or (SIGNED if sig.state == SIGNED else None)
+        detail = drift.to_json() if found.state != "ok" or lost or sig.finding else None
         if detail is not None:
             detail["store_lost"] = list(lost)
+            if sig.finding:
+                detail["signature"] = sig.detail
         updates.append({"did": row.deployment_id, "at": at, "by": reg.settings.actor, "host": reg.settings.host,
                         "vs": found.state, "vp": detail, "sig": signature})
     with reg.catalog.session() as session:

@@ -27,12 +27,12 @@ from sqlalchemy.orm import Session, aliased
 
 from registry.catalog.models import Deployment, Model, Revision
 from registry.catalog.queries import split_ref
+from registry.catalog import states
 from registry.errors import ModelNotFound
 from registry.services.audit_signature import NO_SIGNATURE, catalog_signatures
 
-# the two state names the fleet view needs, in one place (the state module, registry/catalog/states.py once the
-# state refactor is merged, owns them: import REGISTERED and QUARANTINED from there then)
-REGISTERED, QUARANTINED = "registered", "quarantined"
+# the two state names the fleet view needs (registry/catalog/states.py owns them)
+REGISTERED, QUARANTINED = states.REGISTERED, states.QUARANTINED
 FLEET_STATES = ("missing", "drifted", "quarantined", "unregistered", "bad-signature", "unsigned", "stale", "ok")
 
 
@@ -54,17 +54,20 @@ class Drift:
     extra: tuple[str, ...] = ()
     store_lost: tuple[str, ...] = ()
     more: int = 0
+    signature: str = ""  # why the copy's model.sig is a finding (unsigned / bad-signature), when it is
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "Drift":
         if not data:
             return NO_DRIFT
         return cls(data.get("target"), tuple(data.get("changed", ())), tuple(data.get("missing", ())),
-                   tuple(data.get("extra", ())), tuple(data.get("store_lost", ())), int(data.get("more", 0)))
+                   tuple(data.get("extra", ())), tuple(data.get("store_lost", ())), int(data.get("more", 0)),
+                   str(data.get("signature", "")))
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "changed": list(self.changed), "missing": list(self.missing),
-                "extra": list(self.extra), "store_lost": list(self.store_lost), "more": self.more}
+                "extra": list(self.extra), "store_lost": list(self.store_lost), "more": self.more,
+                "signature": self.signature}
 
     def summary(self) -> str:
         parts = [self.target] if self.target else []
@@ -74,6 +77,8 @@ class Drift:
                 parts.append(f"{label}: {', '.join(items)}")
         if self.more:
             parts.append(f"and {self.more} more")
+        if self.signature:
+            parts.append(self.signature)
         return "; ".join(parts)
 
 
