@@ -40,6 +40,27 @@ def pytest_collection_modifyitems(config, items) -> None:
                 break
 
 
+_RELIABILITY: list[dict] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    # runs on the xdist controller too: the tallies of tests/reliability arrive in user_properties
+    if report.when == "teardown":
+        from tests.reliability.tally import PROPERTY
+        _RELIABILITY.extend(value for name, value in report.user_properties if name == PROPERTY)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _RELIABILITY:
+        return
+    from tests.reliability.tally import markdown, summed
+    totals = summed(_RELIABILITY)
+    terminalreporter.write_sep("=", "reliability: tried / caught / escaped per kind (docs/reliability.md)")
+    terminalreporter.write_line(markdown(totals))
+    if out := os.environ.get("REGISTRY_RELIABILITY_REPORT"):
+        Path(out).write_text(json.dumps(totals, indent=2) + "\n")
+
+
 PG_ADMIN_URL = os.environ.get("REGISTRY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

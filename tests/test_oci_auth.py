@@ -16,7 +16,7 @@ from registry.services.oci_pull import pull_oci
 from registry.services.oci_push import push_model
 from tests.oci_helpers import distribution, htpasswd_file, proxy, skopeo, token_service
 from tests.pull_helpers import catalog_counts
-from tests.test_oci import source, target  # noqa: F401  (fixtures)
+from tests.test_oci import source  # noqa: F401  (fixtures)
 
 ALICE = Credentials("alice", "s3cret-alice")
 

@@ -21,7 +21,7 @@ from registry.services.oci_pull import pull_oci
 from registry.services.oci_push import push_model
 from tests.oci_helpers import proxy, put_blob, put_manifest, raw_manifest
 from tests.pull_helpers import catalog_counts, events
-from tests.test_oci import oci, source, target  # noqa: F401  (fixtures)
+from tests.test_oci import oci, source  # noqa: F401  (fixtures)
 
 REPO = "models/adapter"
 

@@ -18,7 +18,7 @@ from tests.conftest import write_json, write_safetensors
 from tests.oci_helpers import proxy, registry_process, skopeo
 from tests.pull_helpers import catalog_counts, events
 from tests.serve_helpers import add_registered
-from tests.test_oci import oci, target  # noqa: F401  (fixtures)
+from tests.test_oci import oci  # noqa: F401  (fixtures)
 
 BIG = 24 * 1024 * 1024
 

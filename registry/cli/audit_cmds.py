@@ -57,6 +57,7 @@ def audit_cmd(
 
 
 def _print_report(report: Any, *, wide: bool) -> None:
+    from registry.catalog.states import QUARANTINED
     n = 12 if not wide else 40
     rows = report.rows
     if rows:
@@ -74,7 +75,7 @@ def _print_report(report: Any, *, wide: bool) -> None:
         why = r.drift.summary()
         if r.state == "stale":
             why = f"a newer registered revision exists: {r.newest_commit[:n] if r.newest_commit else '?'}"
-        elif r.state in ("quarantined", "unregistered"):
+        elif r.state in (QUARANTINED, "unregistered"):
             why = f"the model is {r.model_state}" + (f": {r.model_state_reason}" if r.model_state_reason else "")
         echo(f"{r.state}  {r.node}  {r.name}@{r.commit[:n]}  {r.path}: {why}")
     v = report.verification

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from urllib.parse import quote, urlencode
 
-from registry.services.fleet import FLEET_STATES, FleetRow
+from registry.services.fleet import FLEET_STATES, QUARANTINED, FleetRow
 from registry.services.history import KNOWN_KINDS, EventView
 from registry.services.listing import ModelDetail
 from registry.units import human_size as size
@@ -128,7 +128,7 @@ def fleet_page(*, rows: Sequence[FleetRow], counts: Mapping[str, int], nodes: Se
         detail = r.drift.summary()
         if r.state == "stale" and r.newest_commit:
             detail = f"newer: {r.newest_commit[:12]}"
-        elif r.state in ("quarantined", "unregistered"):
+        elif r.state in (QUARANTINED, "unregistered"):
             detail = r.model_state_reason or r.model_state
         verified = when(r.verified_at, now) + (f' <span class="mut">by {esc(r.verified_by)}</span>'
                                                if r.verified_by else "")

@@ -33,7 +33,7 @@ from registry.services.audit_signature import NO_SIGNATURE, catalog_signatures
 
 # the two state names the fleet view needs (registry/catalog/states.py owns them)
 REGISTERED, QUARANTINED = states.REGISTERED, states.QUARANTINED
-FLEET_STATES = ("missing", "drifted", "quarantined", "unregistered", "bad-signature", "unsigned", "stale", "ok")
+FLEET_STATES = ("missing", "drifted", QUARANTINED, "unregistered", "bad-signature", "unsigned", "stale", "ok")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def _state_expr(newest: Any) -> Any:
     return case(
         (Deployment.verify_state == "missing", "missing"),
         (Deployment.verify_state == "drifted", "drifted"),
-        (Model.state == QUARANTINED, "quarantined"),
+        (Model.state == QUARANTINED, QUARANTINED),
         (Model.state != REGISTERED, "unregistered"),
         (Deployment.signature_state == "bad-signature", "bad-signature"),
         (Deployment.signature_state == "unsigned", "unsigned"),
