@@ -61,7 +61,7 @@ def _print_report(report: Any, *, wide: bool) -> None:
     n = 12 if not wide else 40
     rows = report.rows
     if rows:
-        echo(table(["node", "model", "revision", "state", "signature", "verified", "path"],
+        echo(table(["node", "model", "revision", "state", "signature", "last verified", "path"],
                    [(r.node, r.name, r.commit[:n], r.state, r.signature,
                      when(r.verified_at) + (f" by {r.verified_by}" if r.verified_by else ""), r.path) for r in rows],
                    wide=wide))

@@ -40,6 +40,8 @@ from registry.store.statcache import StatCache
 
 _IN_CHUNK = 5000  # digests per IN (...): within SQLite's 32 766 and Postgres' 65 535 parameters
 MAX_DETAILS = 50
+# a scan verdict (the snapshot lacks pieces of its manifest), not a model state
+INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def _finish(snap: FoundSnapshot, model: tuple[int, str, str, str, bool], exact: 
             missing: list[str], entries: list[tuple[str, int, str]], total: int, used: set[str]) -> FoundModel:
     """The verdict and its details; ``total``: the model's files, ``used``: the paths of this snapshot it uses."""
     _mid, name, commit, state, own = model
-    verdict = "differs" if differs else "incomplete" if missing else "matches"
+    verdict = "differs" if differs else INCOMPLETE if missing else "matches"
     label = f"{name}@{commit[:12]}"
     details: list[str] = []
     if not own:
@@ -308,7 +310,7 @@ def _judge_unknown(reg: Registry, session: Session, snap: FoundSnapshot, found: 
     if not missing:
         details.append(f"complete against its manifest; to register it: registry add {snap.path} --name {name}")
     return FoundModel(snap.kind, str(snap.path), snap.repo_id, snap.commit, len(snap.files),
-                      sum(f.size for f in snap.files.values()), "incomplete" if missing else "unknown", None, None,
+                      sum(f.size for f in snap.files.values()), INCOMPLETE if missing else "unknown", None, None,
                       None, tuple((details + missing)[:MAX_DETAILS]))
 
 
