@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -29,8 +31,11 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 CHUNK = 1024 * 1024
+ABORTED = -1  # what _send_file returns for a body cut off mid-send (counted as "resolve aborted")
 MAX_FORM = 1024 * 1024
 _TRUE = {"1", "true", "True", "yes"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_log = logging.getLogger("registry.server")
 
 
 class HttpError(Exception):
@@ -86,7 +91,7 @@ class MirrorApp:
             status = err.status
             await _send_error(send, err)
         finally:
-            self.stats[f"{route.kind} {status}"] += 1
+            self.stats[f"{route.kind} {'aborted' if status == ABORTED else status}"] += 1
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, route: Route,
                         headers: dict[str, str]) -> int:
@@ -147,10 +152,16 @@ class MirrorApp:
                                 {**meta, "content-range": f"bytes */{size}"})
         try:
             fd = os.open(hit.blob_path, os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise _damaged(hit, "is missing from the store") from exc
         except OSError as exc:
-            raise HttpError(500, "StorageError", f"the store cannot read {hit.file.sha256}: {exc}; "
-                            "run `registry verify` on the mirror host") from exc
+            raise _damaged(hit, f"cannot be read ({exc.strerror})") from exc
         try:
+            # A stat, not a re-hash: a blob cut short (or grown) behind the catalog's back is refused before any
+            # header goes out, instead of a full Content-Length followed by a short body.
+            actual = os.fstat(fd).st_size
+            if actual != size:
+                raise _damaged(hit, f"holds {actual} bytes where the catalog records {size}")
             start, length, status = 0, size, 200
             if wanted is not None:
                 start, length, status = wanted.start, wanted.length, 206
@@ -161,60 +172,99 @@ class MirrorApp:
             if scope["method"] == "HEAD" or length == 0:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return status
-            await self._stream(receive, send, fd, start, length)
+            short = await self._stream(receive, send, fd, start, length)
+            if short:
+                # The blob shrank while it was being sent: abort the connection (never pad, never complete the
+                # response), so the client sees a failed download rather than a short file.
+                _log.error("%s@%s %s: the store's blob %s shrank while being sent (%d of %d bytes not sent); the "
+                           "connection was aborted; run `registry verify` on the mirror host", hit.repo_id,
+                           hit.commit[:12], hit.file.path, hit.file.sha256, short, length)
+                await _abort(send)
+                return ABORTED
             return status
         finally:
             os.close(fd)
 
-    async def _stream(self, receive: Receive, send: Send, fd: int, offset: int, length: int) -> None:
-        """Zero-copy where the server allows it, else bounded chunks read off the event loop."""
-        if self.zero_copy and await _sendfile(send, fd, offset, length, self.stats):
+    async def _stream(self, receive: Receive, send: Send, fd: int, offset: int, length: int) -> int:
+        """Zero-copy where the server allows it, else bounded chunks read off the event loop. Returns how many
+        bytes could not be sent because the blob ended early (0: the whole body went out, or the client left)."""
+        sent = await _sendfile(send, fd, offset, length, self.stats) if self.zero_copy else None
+        if sent is not None:
+            if sent < length:
+                return length - sent
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
+            return 0
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             remaining = length
             while remaining > 0 and not gone.done():
                 data = await to_thread.run_sync(os.pread, fd, min(self.chunk_size, remaining), offset)
                 if not data:
-                    raise OSError(f"blob shrank while being sent ({remaining} bytes short)")
+                    return remaining
                 offset += len(data)
                 remaining -= len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": remaining > 0})
+            return 0
         finally:
             gone.cancel()
 
 
-async def _sendfile(send: Send, fd: int, offset: int, length: int, stats: Counter[str]) -> bool:
+def _damaged(hit: FileHit, what: str) -> HttpError:
+    """500: the mirror's own store is damaged. Not 502/503, which say "try again soon": this stays wrong until
+    the operator repairs the store, and the client can do nothing about it."""
+    return HttpError(500, "StoreDamaged", f"{hit.repo_id}@{hit.commit[:12]} {hit.file.path}: the store's blob "
+                     f"{hit.file.sha256} {what}; the mirror cannot serve this file until its operator runs "
+                     "`registry verify` on the mirror host and repairs the store (re-pull or re-add the model)")
+
+
+async def _abort(send: Send) -> None:
+    """Drop the connection mid-body. Under uvicorn: abort its transport and let it see the connection lost
+    (then it neither logs a half response nor reuses the connection); elsewhere returning without completing
+    the response makes the server close it."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+        for _ in range(3):  # connection_lost runs on the loop's next iterations
+            if getattr(cycle, "disconnected", True):
+                break
+            await asyncio.sleep(0)
+
+
+async def _sendfile(send: Send, fd: int, offset: int, length: int, stats: Counter[str]) -> int | None:
     """Write the body with ``os.sendfile`` (no copy through Python), under uvicorn on asyncio's loop.
 
     ASGI has no zero-copy message that uvicorn implements, so this reaches uvicorn's connection object through
     the ``send`` callable it handed us, writes the body with ``loop.sendfile`` (asyncio waits for the
     transport's buffer to drain first, so bytes stay in order), and zeroes uvicorn's count of body bytes still due,
     so the caller's final empty body message completes the response.
-    Anything unexpected (another server, uvloop, another uvicorn version): return False before writing a byte,
-    and the portable chunked path runs instead.
+    Anything unexpected (another server, uvloop, another uvicorn version): return None before writing a byte,
+    and the portable chunked path runs instead. Else the bytes sent: fewer than ``length`` when the file ended
+    early (the caller aborts the connection); ``length`` when all went out or the client went away.
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if (transport is None or not isinstance(getattr(cycle, "expected_content_length", None), int)
             or cycle.expected_content_length != length
             or getattr(transport, "_sendfile_compatible", None) is None or transport.is_closing()):
-        return False
+        return None
     loop = asyncio.get_running_loop()
     if not isinstance(loop, asyncio.BaseEventLoop):
-        return False
+        return None
     stats["zero-copy"] += 1  # counted before the client can have the whole body
+    sent = length
     with os.fdopen(os.dup(fd), "rb") as f:
         try:
-            await loop.sendfile(transport, f, offset, length, fallback=False)
+            sent = await loop.sendfile(transport, f, offset, length, fallback=False)
         except (asyncio.SendfileNotAvailableError, NotImplementedError):
             stats["zero-copy"] -= 1
-            return False  # nothing was written yet
+            return None  # nothing was written yet
         except OSError:
             transport.close()  # the client went away mid-body
+    if sent < length:
+        return sent  # the file ended early: the caller aborts; uvicorn must not think the body complete
     cycle.expected_content_length = 0  # the body went out beside uvicorn: the caller ends it with an empty body
-    return True
+    return length
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -240,9 +290,15 @@ async def _form_paths(receive: Receive, content_type: str) -> list[str]:
     if "json" in content_type:
         try:
             data = json.loads(body or b"{}")
-        except ValueError as exc:
+        except RecursionError as exc:
+            raise HttpError(400, "BadRequest", "paths-info: the JSON body is nested too deeply; send "
+                            '{"paths": ["file", ...]}') from exc
+        except ValueError as exc:  # also bad UTF-8 and numbers past int()'s digit limit
             raise HttpError(400, "BadRequest", f"paths-info: body is not JSON: {exc}") from exc
-        paths = data.get("paths", []) if isinstance(data, dict) else []
+        if not isinstance(data, dict):
+            raise HttpError(400, "BadRequest", f"paths-info: the JSON body must be an object like "
+                            f'{{"paths": ["file", ...]}}, not a {type(data).__name__}')
+        paths = data.get("paths", [])
         if isinstance(paths, str):
             paths = [paths]
     else:
@@ -262,7 +318,8 @@ async def _send_json(send: Send, status: int, data: Any, extra: dict[str, str] |
 
 
 async def _send_error(send: Send, err: HttpError) -> None:
-    extra = {"x-error-code": err.code, "x-error-message": err.message.replace("\n", " ")[:500], **err.headers}
+    # a header value must hold no control characters (uvicorn refuses them, which would turn this into a 500)
+    extra = {"x-error-code": err.code, "x-error-message": _CONTROL.sub(" ", err.message)[:500], **err.headers}
     await _send_json(send, err.status, {"error": err.message}, extra)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import socket
 import sys
+import termios
 from typing import Any
 
 from registry.errors import UsageError
@@ -30,12 +32,62 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def unsent_bytes(sock: socket.socket | None) -> int:
+    """Bytes of responses still in the kernel's send queue (not yet acknowledged by the client); 0 where the
+    platform cannot say (only Linux's SIOCOUTQ is asked)."""
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int.from_bytes(buf, sys.byteorder, signed=True)
+
+
+def protocol_class() -> type:
+    """uvicorn's httptools protocol, whose keep-alive timeout counts idle time only.
+
+    uvicorn arms the timer when the app hands the last body byte to the transport, but a multi-megabyte body
+    can then still sit in the kernel's send buffer while a slow client drains it; closing the connection then
+    resets a client that is about to send its next request. So when the timer fires while the send queue is
+    still draining (fewer unsent bytes than at the last check: the client is reading), it is armed again; a
+    client that stops reading is closed at the next period as before."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class IdleKeepAlive(HttpToolsProtocol):
+        _last_unsent = -1
+
+        def timeout_keep_alive_handler(self) -> None:
+            unsent = unsent_bytes(self.transport.get_extra_info("socket")) if self.transport else 0
+            draining = unsent > 0 and (self._last_unsent < 0 or unsent < self._last_unsent)
+            if draining and not self.transport.is_closing():
+                self._last_unsent = unsent
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                    self.timeout_keep_alive_handler)
+                return
+            self._last_unsent = -1
+            super().timeout_keep_alive_handler()
+
+        def on_response_complete(self) -> None:
+            self._last_unsent = -1
+            super().on_response_complete()
+
+    return IdleKeepAlive
+
+
 def run_server(app: Any, sock: socket.socket, *, access_log: bool, keep_alive: float) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
-                            http="httptools", loop="asyncio", lifespan="on", server_header=False,
+                            http=protocol_class(), loop="asyncio", lifespan="on", server_header=False,
                             timeout_keep_alive=keep_alive)
+    # the app's own notes (a blob that shrank mid-send) go to stderr beside uvicorn's
+    server_log = logging.getLogger("registry.server")
+    if not server_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        server_log.addHandler(handler)
+        server_log.setLevel(logging.INFO)
     if access_log:
         # uvicorn's access logger writes to stdout by default; ours go to stderr, as every note does
         logging.getLogger("uvicorn.access").handlers = [logging.StreamHandler(sys.stderr)]

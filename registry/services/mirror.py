@@ -28,12 +28,15 @@ from registry.catalog import states
 from registry.catalog.models import Component, File, Model, Ref, Repo, Revision
 from registry.errors import EntryNotFound, RepoNotFound, RevisionNotFound
 from registry.hashing import SHA1_RE, git_blob_sha1, lfs_pointer
+from registry.manifest.schema import REPO_ID_RE
 from registry.paths import check_relative_path
 from registry.services.context import Registry
 from registry.services.trust import TrustGate, publishable, signature_file
 from registry.signing.oms import SIGNATURE_FILE, Statement
 
 DEFAULT_BRANCH = "main"
+MAX_PATH = 4096
+MAX_NAME = 255  # longer repo ids and revisions are on no mirror (and never reach the catalog's queries)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,11 @@ class Mirror:
 
     # ---- visibility -------------------------------------------------------------------------
     def _visible(self, session: Session, repo_id: str) -> _Visible:
+        # A repo id no add or pull accepts is answered before any query: NUL and other control characters
+        # would reach the database (Postgres refuses NUL in text), and such a repo cannot be on the mirror.
+        if len(repo_id) > MAX_NAME or not REPO_ID_RE.match(repo_id):
+            raise RepoNotFound(f"{_shown(repo_id)} is not a repo id (org/name of letters, digits, '.', '_', '-'); "
+                               "no such repository on this mirror", details={"repo": _shown(repo_id)})
         repo_pk = session.scalars(select(Repo.id).where(Repo.repo_id == repo_id)).one_or_none()
         if repo_pk is None:
             raise RepoNotFound(f"repository {repo_id!r} is not on this mirror", details={"repo": repo_id})
@@ -145,6 +153,10 @@ class Mirror:
     @staticmethod
     def _resolve(vis: _Visible, repo_id: str, revision: str | None) -> str:
         rev = revision or DEFAULT_BRANCH
+        if len(rev) > MAX_NAME or not rev.isprintable():
+            raise RevisionNotFound(f"{repo_id} has no revision {_shown(rev)} on this mirror (a revision is a "
+                                   "commit sha or a ref name of printable characters)",
+                                   details={"repo": repo_id, "revision": _shown(rev)})
         if SHA1_RE.match(rev) and rev in vis.revisions:
             return rev
         if rev in vis.refs:
@@ -177,9 +189,11 @@ class Mirror:
 
     def file(self, repo_id: str, revision: str, path: str) -> FileHit:
         try:
+            if len(path) > MAX_PATH:
+                raise ValueError(f"longer than {MAX_PATH} characters")
             check_relative_path(path)
         except ValueError as exc:
-            raise EntryNotFound(f"{path!r} is not a file path: {exc}", details={"path": path}) from exc
+            raise EntryNotFound(f"{_shown(path)} is not a file path: {exc}", details={"path": _shown(path)}) from exc
         with self.reg.catalog.reader() as session:
             vis = self._visible(session, repo_id)
             commit = self._resolve(vis, repo_id, revision)
@@ -238,6 +252,11 @@ class Mirror:
             while len(self._files) > self._max:
                 self._files.popitem(last=False)
         return f
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """A client's string as an error message quotes it: repr (control characters escaped), cut to ``limit``."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def _signature_entry(data: bytes) -> MirrorFile:
