@@ -225,10 +225,8 @@ async def _abort(send: Send) -> None:
     transport = getattr(cycle, "transport", None)
     if transport is not None and hasattr(transport, "abort"):
         transport.abort()
-        for _ in range(3):  # connection_lost runs on the loop's next iterations
-            if getattr(cycle, "disconnected", True):
-                break
-            await asyncio.sleep(0)
+        if isinstance(getattr(cycle, "disconnected", None), bool):
+            cycle.disconnected = True  # what connection_lost will say on the loop's next iteration
 
 
 async def _sendfile(send: Send, fd: int, offset: int, length: int, stats: Counter[str]) -> int | None:
