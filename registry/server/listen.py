@@ -32,6 +32,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+STALLED_PERIODS = 3
+
+
 def unsent_bytes(sock: socket.socket | None) -> int:
     """Bytes of responses still in the kernel's send queue (not yet acknowledged by the client); 0 where the
     platform cannot say (only Linux's SIOCOUTQ is asked)."""
@@ -50,26 +53,30 @@ def protocol_class() -> type:
     uvicorn arms the timer when the app hands the last body byte to the transport, but a multi-megabyte body
     can then still sit in the kernel's send buffer while a slow client drains it; closing the connection then
     resets a client that is about to send its next request. So when the timer fires while the send queue is
-    still draining (fewer unsent bytes than at the last check: the client is reading), it is armed again; a
-    client that stops reading is closed at the next period as before."""
+    still draining (bytes still queued for the client), it is armed again; a client that reads nothing of them
+    for STALLED_PERIODS periods in a row is closed as before."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class IdleKeepAlive(HttpToolsProtocol):
         _last_unsent = -1
+        _stalled = 0  # periods in a row in which the client read nothing of what is still queued
 
         def timeout_keep_alive_handler(self) -> None:
             unsent = unsent_bytes(self.transport.get_extra_info("socket")) if self.transport else 0
-            draining = unsent > 0 and (self._last_unsent < 0 or unsent < self._last_unsent)
-            if draining and not self.transport.is_closing():
+            if unsent > 0 and 0 <= self._last_unsent <= unsent:
+                self._stalled += 1
+            elif unsent > 0:
+                self._stalled = 0
+            if unsent > 0 and self._stalled < STALLED_PERIODS and not self.transport.is_closing():
                 self._last_unsent = unsent
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
                                                                     self.timeout_keep_alive_handler)
                 return
-            self._last_unsent = -1
+            self._last_unsent, self._stalled = -1, 0
             super().timeout_keep_alive_handler()
 
         def on_response_complete(self) -> None:
-            self._last_unsent = -1
+            self._last_unsent, self._stalled = -1, 0
             super().on_response_complete()
 
     return IdleKeepAlive

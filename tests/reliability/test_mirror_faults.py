@@ -331,7 +331,7 @@ def test_a_slow_reader_gets_every_byte_across_the_keep_alive_timeout(reg, regist
             # the connection was never idle: the next request on it is answered
             s.sendall(b"GET /" + REPO.encode() + b"/resolve/main/config.json HTTP/1.1\r\nHost: x\r\n\r\n")
             reply = read_response(s)
-            t.record("next request on the drained connection", reply is not None and reply.body == config)
+            t.record(f"next request on the drained connection: {reply and (reply.status, len(reply.body), reply.complete)}", reply is not None and reply.body == config)
         log = srv.log()
     assert slow > 4, "the reader was not slower than the keep-alive timeout; the test proves nothing"
     assert "Traceback" not in log and '" 500' not in log, log[-3000:]
