@@ -55,6 +55,8 @@ def export_cmd(
          f"{human_size(result.bytes)}")
     echo(table(["name", "commit", "state", "files", "size"],
                [(m.name, m.commit[:12], m.state, m.files, human_size(m.bytes)) for m in result.models]))
+    for line in result.disagreements:
+        echo(f"note: {line}")
 
 
 @app.command("import")

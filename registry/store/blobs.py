@@ -95,6 +95,14 @@ class BlobStore:
         _check_digest(sha256)
         return self._objects / sha256[:2] / sha256[2:4] / sha256
 
+    def same_file(self, sha256: str, other: Path) -> bool:
+        """Whether ``other`` is a hard link of the stored blob ``sha256`` (a copy deployed from this store)."""
+        try:
+            a, b = os.stat(self.path_for(sha256)), os.stat(other)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     def partial_path(self, sha256: str) -> Path:
         """Where a resumable download of ``sha256`` keeps its bytes so far."""
         return self.path_for(sha256).with_name(sha256 + PARTIAL_SUFFIX)
