@@ -157,7 +157,8 @@ class _FolderSource(Source):
         self.staged = _stage(self.reg, self.folder, own, self.progress)
         for p in sorted(set(self.staged) & set(self.folder.outside_links)):
             if not self.reg.store.same_file(self.staged[p].digests.sha256, self.folder.files[p]):
-                self.folder.refuse_outside_link(p)  # (release() drops what was staged)
+                self.release()  # drop what was staged: nothing is stored
+                self.folder.refuse_outside_link(p)
         locked, problems = _lock_own(self.folder, plan.name, self.staged)
         for repo, found in self.others.items():
             for p, lf in found.locked.items():

@@ -47,7 +47,7 @@ from registry.services.context import Registry
 from registry.services.leasing import leased
 from registry.services.record import RepoSource, record_model
 from registry.services.verify import release_proven
-from registry.store import ExpectedBlob, check_blobs
+from registry.store import ExpectedBlob, StagedBlob, check_blobs
 from registry.services.signature_transfer import Pending, bundle_signatures, check_bundle_signatures, record_signatures
 
 FORMAT = "registry-bundle"
@@ -599,20 +599,56 @@ def _files_family(reg: Registry, reader: _Reader, models: list[dict[str, Any]], 
 
 # ---- import ---------------------------------------------------------------------------------------------
 
-def _copy_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -> None:
+def _stage_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -> StagedBlob:
+    """Copy one blob into a temp file of the store, checked for size, sha256 and blake3; nothing is under its
+    name until every blob of the bundle checked out (``import_bundle``)."""
     entry = f"blobs/{sha}"
     try:
-        with reader.open(entry) as src, reg.store.writer(expected_sha256=sha, expected_size=meta["size"]) as w:
-            while chunk := src.read(CHUNK):
-                w.write(chunk)
-            stored = w.commit()
-    except IntegrityError as exc:
-        raise _refuse(entry, f"{exc.message} (tampered or truncated)") from exc
+        with reader.open(entry) as src:
+            staged = reg.store.stage_stream(src, meta["size"], what=f"{reader.path}:{entry}")
     except (tarfile.TarError, EOFError) as exc:
         raise _refuse(entry, f"unreadable ({exc}); the bundle is truncated") from exc
-    if stored.digests.blake3 != meta["blake3"]:
-        # The bytes are what their sha256 names (the store stays right), but bundle.json lies about them.
-        raise _refuse(entry, f"blake3 is {stored.digests.blake3}, bundle.json says {meta['blake3']} (tampered)")
+    d = staged.digests
+    why = (f"{d.size} bytes, bundle.json says {meta['size']} (truncated or tampered)" if d.size != meta["size"] else
+           f"sha256 is {d.sha256} (tampered or corrupted in transit)" if d.sha256 != sha else
+           f"blake3 is {d.blake3}, bundle.json says {meta['blake3']} (tampered)" if d.blake3 != meta["blake3"] else
+           None)
+    if why is not None:
+        reg.store.discard(staged)
+        raise _refuse(entry, why)
+    return staged
+
+
+def _precheck_catalog(reg: Registry, models: list[dict[str, Any]]) -> None:
+    """What the catalog would refuse, asked before a byte is stored: a local quarantine the bundle may not
+    overrule, and a commit whose recorded bytes differ from the bundle's (a commit's bytes cannot change)."""
+    from registry.catalog.models import File, Repo, Revision
+
+    with reg.catalog.reader() as session:
+        for m in models:
+            for e in session.scalars(select(Model).where(Model.name == m["name"])).all():
+                _refuse_quarantined(e, m)
+            for c in m["manifest"]["components"]:
+                wanted = {f["path"]: f["sha256"] for f in c["files"]}
+                rows = session.execute(
+                    select(File.path, File.blob_sha256).join(Revision, File.revision_id == Revision.id)
+                    .join(Repo, Revision.repo_id == Repo.id)
+                    .where(Repo.repo_id == c["repo"], Revision.commit_sha == c["commit"])).all()
+                for path, sha in rows:
+                    if path in wanted and wanted[path] != sha:
+                        raise ConflictError(
+                            f"{c['repo']}@{c['commit'][:12]}: {path} is recorded here with sha256 {sha}, the bundle "
+                            f"has {wanted[path]}; a commit's bytes cannot change (nothing was imported)",
+                            details={"path": path, "recorded": sha, "seen": wanted[path]})
+
+
+def _refuse_quarantined(e: Model, m: dict[str, Any]) -> None:
+    # a quarantine for bad bytes is lifted by the bytes this import has just proven (states.on_record)
+    if e.revision.commit_sha == m["commit"] and e.state == states.QUARANTINED \
+            and states.cause_of(e.state_reason) is not states.Cause.BYTES:
+        raise ConflictError(f"{m['name']}@{m['commit'][:12]} is quarantined here ({e.state_reason}); "
+                            "a bundle does not overrule a local quarantine (nothing was imported). To "
+                            "lift it: " + states.lifted_by(e.state_reason, m["name"]))
 
 
 def add_smoke_runs(model: Model, runs: Sequence[dict[str, Any]]) -> None:
@@ -637,12 +673,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures:
         for i, m in enumerate(models):
             existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
             for e in existing:
-                # a quarantine for bad bytes is lifted by the bytes this import has just proven (states.on_record)
-                if e.revision.commit_sha == m["commit"] and e.state == states.QUARANTINED \
-                        and states.cause_of(e.state_reason) is not states.Cause.BYTES:
-                    raise ConflictError(f"{m['name']}@{m['commit'][:12]} is quarantined here ({e.state_reason}); "
-                                        "a bundle does not overrule a local quarantine (nothing was imported). To "
-                                        "lift it: " + states.lifted_by(e.state_reason, m["name"]))
+                _refuse_quarantined(e, m)
             sources = {s["repo"]: RepoSource(s["repo"], s["commit"], s["source"], tuple(s["refs"]))
                        for s in m["sources"]}
             derived = [(l["relation"], RepoSource(l["repo"], l["commit"], l.get("source") or f"bundle:{path}"))
@@ -669,17 +700,27 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
         models, blobs = _check_index(index, reader)
         disagreements = _files_family(reg, reader, models, blobs)
         signatures = check_bundle_signatures(reg, index, models)  # and the trust policy, before any byte is stored
+        _precheck_catalog(reg, models)
         written = skipped = nbytes = 0
         # incremental: bytes already proven in this store are skipped, unless they rotted there (a fast verify)
         present = [ExpectedBlob(sha, meta["size"], meta["blake3"]) for sha, meta in blobs.items() if reg.store.has(sha)]
         intact = {c.sha256 for c in check_blobs(reg.store, reg.stat_cache, present, deep=False) if c.status == "ok"}
-        for sha, meta in sorted(blobs.items()):
-            if sha in intact:
-                skipped += 1
-                continue
-            _copy_blob(reg, reader, sha, meta)
-            written += 1
-            nbytes += meta["size"]
+        staged: list[StagedBlob] = []
+        reg.store.claim(*blobs)  # the lease names every digest before its blob appears (gc keeps them)
+        try:
+            for sha, meta in sorted(blobs.items()):
+                if sha in intact:
+                    skipped += 1
+                    continue
+                staged.append(_stage_blob(reg, reader, sha, meta))
+                written += 1
+                nbytes += meta["size"]
+            # every blob checked out: only now does any go under its name (a refusal above leaves the store as it was)
+            while staged:
+                reg.store.commit_staged(staged.pop())
+        finally:
+            for leftover in staged:
+                reg.store.discard(leftover)
     finally:
         reader.close()
     _record(reg, models, path, signatures, disagreements)

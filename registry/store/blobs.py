@@ -224,6 +224,28 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def stage_stream(self, fin: BinaryIO, size: int, *, what: str) -> "StagedBlob":
+        """``stage_file`` for a stream (a bundle's tar member): copied and hashed into a temp file of the store;
+        the caller checks the digests, then commits or discards. ``what`` names the source in errors."""
+        self.ensure()
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="import-")
+        except OSError as exc:
+            raise _storage_error(exc, f"creating a temp file for {what}") from exc
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fout:
+                digests = hash_stream(fin, size, sink=lambda view: _write_all(fout, view))
+                fout.flush()
+                os.fsync(fout.fileno())
+            return StagedBlob(digests, tmp)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(exc, f"copying {what} into the store") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
     def commit_staged(self, staged: "StagedBlob") -> StoredBlob:
         """Move a staged file into place under its digest (or drop it if the blob is already there)."""
         try:
