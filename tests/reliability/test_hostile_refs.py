@@ -8,11 +8,17 @@ outside its cache."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from urllib.parse import quote
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from registry.catalog.models import Ref, Repo, Revision
+from registry.paths import check_ref_name
+from tests.reliability.tally import budget
 from tests.serve_helpers import add_registered, client_env, http, make_tiny_repo, run_client, serve
 
 BAD = ["../../../../x", "../../x", "refs/../../../x", "-x", "a..b", "x.lock", "..", "a/./b", "a b"]
@@ -58,3 +64,19 @@ def test_bad_refs_are_neither_advertised_nor_resolved(reg, tmp_path, trials):
     t.record("no file outside the client's cache", outside == [])
     assert outside == [], outside
     assert t.escaped == [], t.escaped
+
+
+@settings(max_examples=budget(100, 3000), deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab./-_@{}~^:?*[\\ \t\x00\x7f") + ["é", "\u2028"]), max_size=40))
+def test_any_accepted_ref_name_stays_inside_a_refs_folder(name):
+    """Whatever a ref check accepts, joined under a cache's refs/ folder (as huggingface_hub does), stays inside
+    it and is one plain relative path; whatever it refuses gets a ValueError with a reason, never another error."""
+    try:
+        check_ref_name(name)
+    except ValueError as exc:
+        assert str(exc)
+        return
+    root = Path("/cache/refs")
+    joined = Path(os.path.normpath(root / name))
+    assert joined.is_relative_to(root) and joined != root
+    assert not any(part in ("", ".", "..") for part in name.split("/"))
