@@ -243,6 +243,7 @@ def index_edits() -> dict[str, Callable[[dict], None]]:
     }
 
 
+_INDEX_NAMES = {k.removeprefix("hostile: ") for k in index_edits()}
 DEEP = "__nested 100 000 deep__"  # json.dumps cannot write it: _edit_index puts the text in
 
 
@@ -351,6 +352,12 @@ def test_hostile_and_corrupted_bundles_are_refused(cli, reg, good, tmp_path, tri
     n = 0
     for _ in range(rounds):
         cases = {**tar_cases(good["tar"], tmp_path, rng), **dir_cases(good["dir"], outside)}
+        if not reg.settings.database_url.startswith("sqlite"):
+            # damage to the tar's structure is refused before the catalog is asked, the same on any catalog:
+            # Postgres runs the index cases (its column lengths and types are stricter) and one of each other kind
+            cases = {k: v for k, v in cases.items() if k.removeprefix("hostile: ") in _INDEX_NAMES
+                     or k in ("corruption: flip a byte in a random blob", "corruption: same-size swap of two blobs",
+                              "hostile: ../ member", "hostile: folder: ../ ref")}
         for name, make in cases.items():
             n += 1
             dest = make(work / (f"{n}.tar" if "folder:" not in name else f"{n}"))
