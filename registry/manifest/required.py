@@ -129,7 +129,17 @@ def _module_folders(view: RepoView) -> list[str]:
         if not isinstance(path, str):
             raise ManifestError(f"{view.repo_id}: modules.json: [{i}].path: must be a folder name (a string)",
                                 details={"file": "modules.json", "key": f"[{i}].path"})
-        folders.append(path.strip("/"))
+        folder = path.rstrip("/")
+        if folder:
+            why = ("an absolute path" if folder.startswith("/") else
+                   "'..' leaves the repo" if ".." in folder.split("/") else
+                   "a backslash or control character" if any(c == "\\" or ord(c) < 0x20 or c == "\x7f"
+                                                             for c in folder) else None)
+            if why is not None:
+                raise ManifestError(f"{view.repo_id}: modules.json: [{i}].path {path!r}: {why}; a module path must "
+                                    "be a folder inside the model (like '1_Pooling'); nothing was recorded",
+                                    details={"file": "modules.json", "key": f"[{i}].path"})
+        folders.append(folder)
     return folders
 
 
