@@ -288,6 +288,7 @@ class _Materializer:
     def __init__(self, reg: Registry) -> None:
         self.reg = reg
         self.linked = self.copied = self.reused = 0
+        self.recorded = False  # writing into a copy the registry recorded: a missing file is a repair too
         self.replaced: list[str] = []
         self.cache = deployed_stat_cache(reg.settings.home)
         self._proven: list[tuple[str, StatKey, str]] = []
@@ -327,6 +328,8 @@ class _Materializer:
             self.replaced.append(f"replaced {label or dest} (its bytes were not the model's)")
             if _is_real_dir(dest):
                 shutil.rmtree(dest)
+        elif self.recorded and label:
+            self.replaced.append(f"restored {label} (it was missing)")
         src = self.reg.store.path_for(f.sha256)
         tmp = _tmp_name(dest, "incomplete")
         try:
@@ -429,7 +432,10 @@ def _link_snapshot(snapshot: Path, files: Sequence[PlannedFile], blobs: Path, re
         link = _real_parents(snapshot, f.path, repaired, recorded)
         target = os.path.relpath(blobs / f.etag, link.parent)
         if not (link.is_symlink() and os.readlink(link) == target):
-            if os.path.lexists(link):
+            if not os.path.lexists(link):
+                if recorded and repaired is not None:
+                    repaired.append(f"restored the link {f.path} (it was missing)")
+            else:
                 repaired.append(f"relinked {f.path} (it was {'a link to ' + os.readlink(link) if link.is_symlink() else 'not the link'})")
                 if _is_real_dir(link):
                     shutil.rmtree(link)
@@ -600,7 +606,7 @@ def deploy(reg: Registry, spec: str, target: Path | str, *, layout: str = "hf-ca
     adopted = False
     path = (str(target / cache_folder_name(model.name) / "snapshots" / model.commit) if layout == "hf-cache"
             else str(target))
-    recorded = _recorded(reg, node, path, model)
+    recorded = mat.recorded = _recorded(reg, node, path, model)
     try:
         if layout == "hf-cache":
             target.mkdir(parents=True, exist_ok=True)
