@@ -78,11 +78,16 @@ def test_store_corruption_is_caught_and_repaired(trials, reg, cli, tmp_path):
     t = trials("corruption: store")
     blob = {rel: reg.store.path_for(sha256_file(folder / rel)) for rel in (SHARD1, SHARD2)}
     one = blob[SHARD1]
-    stray = one.parent / ("ab" * 32)
-    moved = one.parent / ("cd" * 32)
+    stray = reg.store.path_for("ab" * 32)  # where a blob of that name lives (gc removes only those)
+    moved = reg.store.path_for("cd" * 32)
 
     def add_file() -> None:
+        stray.parent.mkdir(parents=True, exist_ok=True)
         stray.write_bytes(b"bytes nobody recorded")
+
+    def rename() -> None:
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(one, moved)
 
     cases: dict[str, tuple[Callable[[], None], set[tuple[str, str]]]] = {
         "flip a byte": (lambda: _in_place(one, _flip), {(SHARD1, "changed")}),
@@ -92,7 +97,7 @@ def test_store_corruption_is_caught_and_repaired(trials, reg, cli, tmp_path):
                            {(SHARD1, "changed"), (SHARD2, "changed")}),
         "delete": (lambda: one.unlink(), {(SHARD1, "missing")}),
         "add a file": (add_file, {(stray.name, "extra")}),
-        "rename": (lambda: os.rename(one, moved), {(SHARD1, "missing"), (moved.name, "extra")}),
+        "rename": (rename, {(SHARD1, "missing"), (moved.name, "extra")}),
     }
     assert cli("verify").exit_code == 0  # the stat cache holds every blob as proven
     for name, (damage, expected) in cases.items():
