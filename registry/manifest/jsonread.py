@@ -172,9 +172,26 @@ TOML_TOKEN_RE = re.compile(r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|
                            re.DOTALL)
 
 
+TOML_FLOAT_RE = re.compile(r"\d[\d_]*\.\d")  # the one dot of a float or a time's fraction: digits both sides
+
+
+def _toml_dotted_keys(text: str, file: str) -> None:
+    """A dotted key (``a.b.c``, or a ``[a.b.c]`` header) of more than MAX_DEPTH parts: tomllib's time grows with
+    the square of its length (50 000 parts: minutes), and the table it makes nests that deep."""
+    if text.count(".") <= MAX_DEPTH:
+        return
+    bare = TOML_TOKEN_RE.sub(lambda m: m.group() if m.group() in "[]{}" else "\n", text)  # strings, comments out
+    bare = TOML_FLOAT_RE.sub(" ", bare)
+    for number, line in enumerate(bare.split("\n"), 1):
+        if line.count(".") > MAX_DEPTH:
+            raise _fail(file, None, f"a dotted key of more than {MAX_DEPTH} parts (near line {number}); no manifest "
+                        "nests like that", ManifestError, "fix the manifest")
+
+
 def _toml_depth(text: str, file: str) -> None:
     """Bracket depth outside strings and comments, without recursion (tomllib itself would raise RecursionError
     at a few hundred levels, and 50 000 used to be a traceback)."""
+    _toml_dotted_keys(text, file)
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return
     depth = 0
