@@ -46,11 +46,34 @@ def _key_path(parts: list[str]) -> str | None:
     return ".".join(parts) if parts else None
 
 
+STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # unrolled: no alternation per character
+NOT_BRACKET = str.maketrans("", "", "".join(chr(c) for c in range(128) if chr(c) not in "[]{}"))
+PAIR_RE = re.compile(r"\[\]|\{\}")
+
+
+def _shallow(text: str, max_depth: int) -> bool:
+    """True when the brackets outside strings surely nest at most ``max_depth`` deep: strip the strings,
+    keep the brackets, and peel innermost pairs ``max_depth`` times (each round runs in C). False means
+    "maybe deeper or unbalanced": the exact token scan then decides and names the key path."""
+    brackets = STRING_RE.sub("", text).translate(NOT_BRACKET)
+    brackets = "".join(c for c in brackets if c in "[]{}") if not brackets.isascii() else brackets
+    for _ in range(max_depth):
+        if not brackets:
+            return True
+        peeled = PAIR_RE.sub("", brackets)
+        if peeled == brackets:
+            return False  # unbalanced
+        brackets = peeled
+    return not brackets
+
+
 def _check_depth(text: str, file: str, max_depth: int = MAX_DEPTH, error: type[RegistryError] = ManifestError,
                  advice: str = ADVICE) -> None:
     """Bracket depth without recursion, and the key path where it goes past ``max_depth``."""
     if text.count("[") + text.count("{") <= max_depth:
         return  # cannot be deeper than the number of brackets (the common case: no scan)
+    if _shallow(text, max_depth):
+        return  # the fast bound held (a large tokenizer.json: 0.5 MB in milliseconds, not seconds)
     keys: list[str] = []
     last_string: str | None = None
     for match in TOKEN_RE.finditer(text):
@@ -136,14 +159,24 @@ def parse_json(data: bytes, file: str, *, expect: type | None = dict, max_depth:
     if bom and text.startswith("\ufeff"):
         text = text[1:]  # a byte-order mark: harmless, and some Windows editors write it
     _check_depth(text, file, max_depth, error, advice)
+    rejected: list[_Rejected] = []
+
+    def keep(value: Any) -> Any:
+        if isinstance(value, _Rejected):
+            rejected.append(value)
+        return value
+
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant, parse_float=_parse_float)
+        value = json.loads(text, parse_int=lambda t: keep(_parse_int(t)),
+                           parse_constant=lambda t: keep(_parse_constant(t)),
+                           parse_float=lambda t: keep(_parse_float(t)))
     except json.JSONDecodeError as exc:
         raise _fail(file, None, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                     error, advice) from None
     except (RecursionError, ValueError) as exc:  # a depth or number the checks above did not foresee
         raise _fail(file, None, f"not usable JSON: {exc}", error, advice) from None
-    found = _find_rejected(value, [], strings=SURROGATE_RE.search(text) is not None)
+    surrogates = SURROGATE_RE.search(text) is not None
+    found = _find_rejected(value, [], strings=surrogates) if rejected or surrogates else None
     if found is not None:
         where, rejected = found
         raise _fail(file, _key_path(where) or "(top level)", f"holds {rejected.what}", error, advice)
