@@ -26,8 +26,8 @@ from registry.errors import (
 from registry.formats import check_files
 from registry.loaders import REQUIRED_FILES, REQUIRED_ROLES
 from registry.loaders.materialize import materialize
-from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.jsonread import parse_json
+from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import curated_manifest_path, load_manifest_file
 from registry.services.context import Registry
 from registry.store import ExpectedBlob, check_blobs
