@@ -171,6 +171,28 @@ def test_auto_map_means_code_files():
     assert m.expected_missing_keys == (r".*rotary_emb\.inv_freq$",)
 
 
+def test_a_code_repo_brings_its_relative_imports_where_its_listing_is_visible():
+    # jina-embeddings-v3: auto_map names modeling_lora in jinaai/xlm-roberta-flash-implementation; transformers
+    # also fetches what it imports from that repo (.modeling_xlm_roberta, .block, ...), files the listing shows
+    cfg = {"auto_map": {"AutoConfig": "org/impl--configuration_x.XConfig", "AutoModel": "org/impl--modeling_lora.XLoRA"}}
+    files = {"config.json": cfg, "model.safetensors": None}
+    impl = {"configuration_x.py": None, "modeling_lora.py": None, "modeling_x.py": None, "block.py": None,
+            "README.md": None}
+    (code,) = infer(files).by_role("code")
+    assert code.repo == "org/impl" and [f.path for f in code.files] == ["configuration_x.py", "modeling_lora.py"]
+    (code,) = infer(files, bases={"org/impl": impl}).by_role("code")
+    assert [f.path for f in code.files] == ["block.py", "configuration_x.py", "modeling_lora.py", "modeling_x.py"]
+
+
+def test_legacy_sentence_transformers_module_configs_are_read():
+    # sentence-transformers reads sentence_xlm-roberta_config.json (and the other legacy names) when a repo
+    # has no sentence_bert_config.json, as intfloat/multilingual-e5-large-instruct does
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    m = infer({"config.json": {}, "model.safetensors": None, "modules.json": modules,
+               "sentence_xlm-roberta_config.json": {"max_seq_length": 512}})
+    assert "sentence_xlm-roberta_config.json" in [f.path for c in m.components for f in c.files]
+
+
 def test_not_a_model_folder():
     with pytest.raises(ManifestError, match="is this a model folder"):
         infer({"README.md": None, "notes.txt": None})

@@ -74,6 +74,8 @@ def import_cmd(
          f"({human_size(result.bytes_written)}), {result.blobs_skipped} already present")
     echo(table(["name", "commit", "state", "files", "size"],
                [(m.name, m.commit[:12], m.state, m.files, human_size(m.bytes)) for m in result.models]))
+    for line in result.disagreements:
+        echo(f"note: {line}")
 
 
 @app.command("deploy")

@@ -42,7 +42,7 @@ def _bge_m3_parts(ev: Evidence) -> Parts:
 
 
 def _remote_code_parts(ev: Evidence) -> Parts:
-    parts = req.transformers_model(ev.repo) + req.remote_code(ev.repo, ev.config or {})
+    parts = req.transformers_model(ev.repo) + req.remote_code(ev.repo, ev.config or {}, ev.other_repo)
     if "modules.json" in ev.repo.top:
         parts += req.sentence_transformers_modules(ev.repo)
     return parts

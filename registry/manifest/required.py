@@ -9,7 +9,7 @@ from the repo's JSON (index shards, module folders, code modules) must be clean 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from registry.errors import ManifestError
 from registry.manifest.rules import HEAD_FILES, VISUAL_PATTERN, VISUALIZED_TEXT_MODELS, RepoView
@@ -25,7 +25,11 @@ PROCESSOR_FILES = (
     "video_preprocessor_config.json",
 )
 CONFIG_FILES = ("config.json", "generation_config.json")
-ST_CONFIG_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+# sentence-transformers' Transformer module reads the first of these it finds (the legacy names included)
+ST_MODULE_CONFIGS = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+                     "sentence_camembert_config.json", "sentence_albert_config.json",
+                     "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
+ST_CONFIG_FILES = ("modules.json", "config_sentence_transformers.json") + ST_MODULE_CONFIGS
 IGNORED_DIRS = ("onnx/", "openvino/", "coreml/", "flax_model", "tf_model", "runs/", ".git/")
 TRAINING_LEFTOVERS = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin", "trainer_state.json")
 # The weights of one model folder, in the order transformers prefers them: (index, single file).
@@ -125,7 +129,17 @@ def _module_folders(view: RepoView) -> list[str]:
         if not isinstance(path, str):
             raise ManifestError(f"{view.repo_id}: modules.json: [{i}].path: must be a folder name (a string)",
                                 details={"file": "modules.json", "key": f"[{i}].path"})
-        folders.append(path.strip("/"))
+        folder = path.rstrip("/")
+        if folder:
+            why = ("an absolute path" if folder.startswith("/") else
+                   "'..' leaves the repo" if ".." in folder.split("/") else
+                   "a backslash or control character" if any(c == "\\" or ord(c) < 0x20 or c == "\x7f"
+                                                             for c in folder) else None)
+            if why is not None:
+                raise ManifestError(f"{view.repo_id}: modules.json: [{i}].path {path!r}: {why}; a module path must "
+                                    "be a folder inside the model (like '1_Pooling'); nothing was recorded",
+                                    details={"file": "modules.json", "key": f"[{i}].path"})
+        folders.append(folder)
     return folders
 
 
@@ -184,7 +198,8 @@ def _code_module(ref: str) -> tuple[str | None, str]:
     return (repo or None), module.rsplit(".", 1)[0].replace(".", "/") + ".py"
 
 
-def remote_code(view: RepoView, cfg: dict) -> list[ComponentSpec | None]:
+def remote_code(view: RepoView, cfg: dict, lookup: Callable[[str], RepoView | None] | None = None
+                ) -> list[ComponentSpec | None]:
     local: set[str] = set()
     remote: dict[str, set[str]] = {}
     for target in cfg.get("auto_map", {}).values():
@@ -197,6 +212,11 @@ def remote_code(view: RepoView, cfg: dict) -> list[ComponentSpec | None]:
     note = "remote code from auto_map: must be pinned by digest to load"
     out = [component(view.repo_id, "code", sorted(local), note=note, origin="config.json auto_map")]
     for repo, modules in sorted(remote.items()):
+        # transformers fetches a module's relative imports from the same repo too: where that repo's listing
+        # is visible, pin every top-level .py of it (the imports cannot be read from a listing)
+        other = lookup(repo) if lookup is not None else None
+        if other is not None:
+            modules |= {p for p in other.top if p.endswith(".py")}
         out.append(component(repo, "code", sorted(modules), origin="config.json auto_map",
                              note=f"remote code that auto_map takes from {repo}: must be pinned by digest to load"))
     return out

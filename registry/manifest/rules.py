@@ -118,6 +118,11 @@ class Evidence:
                     check_not_a_chain(self.repo, self._base)
         return self._base
 
+    def other_repo(self, repo_id: str, revision: str | None = None) -> RepoView | None:
+        """Another repo the files name (the code repo of an ``org/repo--module.Class`` auto_map entry), as the
+        lookup sees it; None where it cannot be seen."""
+        return None if self._base_lookup is None else self._base_lookup(repo_id, revision)
+
     def base_config(self) -> dict[str, Any] | None:
         base = self.base()
         return None if base is None else base.json("config.json")

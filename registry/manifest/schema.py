@@ -14,7 +14,7 @@ from typing import Any
 from registry.errors import ManifestError
 from registry.hashing import SHA1_RE, SHA256_RE
 from registry.manifest.jsonread import parse_toml
-from registry.paths import check_relative_path
+from registry.paths import check_relative_path, ref_problem
 
 SCHEMA_VERSION = 1
 ROLES = ("config", "weights", "base", "adapter", "head", "visual", "tokenizer", "processor", "code")
@@ -214,8 +214,9 @@ def _parse_component(r: _Reader, raw: Any, index: int, model_name: str) -> Compo
     if not REPO_ID_RE.match(repo):
         raise r.fail(f"{where}.repo", f"{repo!r} is not a repo id like 'org/name'")
     revision = r.get(raw, "revision", where, str, None)
-    if revision is not None and (not REVISION_RE.match(revision) or ".." in revision):
-        raise r.fail(f"{where}.revision", f"{revision!r} is not a commit id or a ref name like 'main' or 'v1.0'")
+    if revision is not None and (not REVISION_RE.match(revision) or ref_problem(revision) is not None):
+        raise r.fail(f"{where}.revision", f"{revision!r} is not a commit id or a ref name like 'main' or 'v1.0'"
+                                          f" ({ref_problem(revision) or 'unusual characters'})")
     files: list[FileSpec] = []
     for j, f in enumerate(r.get(raw, "files", where, list, [])):
         fwhere = f"{where}.files[{j}]"

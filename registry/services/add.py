@@ -23,6 +23,7 @@ from registry.errors import UsageError
 from registry.hashing import LFS_THRESHOLD, SHA1_RE, SHA256_RE, lfs_pointer_oid
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
+from registry.paths import require_ref
 from registry.services.context import Registry
 from registry.services.leasing import leased
 from registry.services.folders import Folder, scan_folder
@@ -154,6 +155,10 @@ class _FolderSource(Source):
     def acquire(self, plan: Plan) -> Acquired:
         own = {p: self.folder.files[p] for repo, p in selected(plan) if repo == plan.name}
         self.staged = _stage(self.reg, self.folder, own, self.progress)
+        for p in sorted(set(self.staged) & set(self.folder.outside_links)):
+            if not self.reg.store.same_file(self.staged[p].digests.sha256, self.folder.files[p]):
+                self.release()  # drop what was staged: nothing is stored
+                self.folder.refuse_outside_link(p)
         locked, problems = _lock_own(self.folder, plan.name, self.staged)
         for repo, found in self.others.items():
             for p, lf in found.locked.items():
@@ -206,6 +211,8 @@ def add_folder(reg: Registry, path: Path | str, name: str, *, revision: str | No
     (e.g. a signature check) sees the resolved model last and may refuse it: nothing is stored then."""
     if not REPO_ID_RE.match(name or ""):
         raise UsageError(f"--name {name!r} is not a repo id like 'org/name'")
+    if revision is not None:
+        require_ref(revision)
     folder = scan_folder(path)
     manifest_path = Path(manifest_file) if manifest_file is not None else None
     manifest = choose_manifest(reg.settings, name, manifest_path, list(folder.files), folder.read_json,

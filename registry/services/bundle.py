@@ -16,8 +16,10 @@ skipped, so importing a newer bundle over an older one only copies what is new.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import stat
@@ -38,18 +40,21 @@ from registry.errors import ConflictError, IntegrityError, StorageError, UsageEr
 from registry.hashing import CHUNK, SHA1_RE, SHA256_RE
 from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import REPO_ID_RE
-from registry.paths import check_relative_path
+from registry.catalog.models import LINEAGE_RELATIONS
+from registry.manifest.schema import FAMILIES
+from registry.paths import check_relative_path, ref_problem
 from registry.services.context import Registry
 from registry.services.leasing import leased
 from registry.services.record import RepoSource, record_model
 from registry.services.verify import release_proven
-from registry.store import ExpectedBlob, check_blobs
+from registry.store import ExpectedBlob, StagedBlob, check_blobs
 from registry.services.signature_transfer import Pending, bundle_signatures, check_bundle_signatures, record_signatures
 
 FORMAT = "registry-bundle"
 VERSION = 1
 INDEX = "bundle.json"
 MAX_INDEX = 64 * 1024 * 1024
+MAX_JSON_FILE = 50 * 1024 * 1024  # as add reads a folder's JSON configs
 STATES = states.LOADABLE  # what a bundle may carry; quarantined models stay home
 
 
@@ -81,6 +86,7 @@ class ImportResult:
     blobs_written: int
     blobs_skipped: int
     bytes_written: int
+    disagreements: tuple[str, ...] = ()  # where a record's family and its files disagreed (the files win)
 
 
 # ---- export -------------------------------------------------------------------------------------------
@@ -298,6 +304,10 @@ class _Reader:
             self._tar.close()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _read_index(reader: _Reader) -> dict[str, Any]:
     if INDEX not in reader.sizes:
         raise _refuse(INDEX, "missing: this is not a registry bundle")
@@ -305,9 +315,9 @@ def _read_index(reader: _Reader) -> dict[str, Any]:
         raise _refuse(INDEX, f"{reader.sizes[INDEX]} bytes is too large")
     try:
         with reader.open(INDEX) as f:
-            data = json.loads(f.read())
-    except (ValueError, EOFError, tarfile.TarError) as exc:
-        raise _refuse(INDEX, f"not valid JSON ({exc})") from exc
+            data = json.loads(f.read(), parse_constant=_no_constant)
+    except (ValueError, EOFError, tarfile.TarError, RecursionError) as exc:
+        raise _refuse(INDEX, f"not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _refuse(INDEX, f"not a {FORMAT}")
     if data.get("version") != VERSION:
@@ -315,11 +325,148 @@ def _read_index(reader: _Reader) -> dict[str, Any]:
     return data
 
 
-def check_model_record(m: dict[str, Any], refuse: Callable[[str], Exception]) -> ResolvedManifest:
+class _Bad(ValueError):
+    """A field of a record that is not what it must be: ``field`` is its JSON path, for the message."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def _need(value: Any, field: str, kind: type | tuple[type, ...], *, none: bool = False, max_len: int | None = None,
+          pattern: Any = None) -> Any:
+    if value is None and none:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds) + (" or null" if none else "")
+        raise _Bad(field, f"must be {names}, not {type(value).__name__} {_short(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Bad(field, "must be a finite number")
+    if max_len is not None and isinstance(value, str) and len(value) > max_len:
+        raise _Bad(field, f"{len(value)} characters is longer than {max_len}")
+    if pattern is not None and not pattern.match(value):
+        raise _Bad(field, f"{_short(value)} is malformed")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field(table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], **kw: Any) -> Any:
+    field = f"{where}.{key}"
+    if key not in table:
+        if kw.get("none"):
+            return None
+        raise _Bad(field, "is missing")
+    return _need(table[key], field, kind, **kw)
+
+
+def _ref(value: Any, field: str) -> str:
+    _need(value, field, str)
+    why = ref_problem(value)
+    if why is not None:
+        raise _Bad(field, f"ref {value!r} is not a valid ref name ({why})")
+    return value
+
+
+def check_record_fields(m: Any, where: str) -> None:
+    """Every field of a model record (``model_record``'s form) has its type, format and bounds, so that nothing
+    fails later inside the catalog transaction: names, commits, digests, paths, family, state, sources and their
+    ref names, lineage, smoke runs. Raises ``_Bad`` naming the field (``where`` is the record's JSON path)."""
+    if not isinstance(m, dict):
+        raise _Bad(where, f"must be an object, not {type(m).__name__}")
+    _field(m, "name", where, str, pattern=REPO_ID_RE)
+    _field(m, "commit", where, str, pattern=SHA1_RE)
+    family = _field(m, "family", where, str, max_len=64)
+    if family not in FAMILIES:
+        raise _Bad(f"{where}.family", f"unknown loader family {family!r} (known: {', '.join(FAMILIES)})")
+    _field(m, "state", where, str)
+    _field(m, "state_reason", where, str, none=True, max_len=10_000)
+    _field(m, "root_digest", where, str, pattern=SHA256_RE)
+    man = _field(m, "manifest", where, dict)
+    mw = f"{where}.manifest"
+    if _field(man, "family", mw, str) != family:
+        raise _Bad(f"{mw}.family", f"{man['family']!r} disagrees with {where}.family {family!r} (tampered)")
+    _field(man, "name", mw, str, pattern=REPO_ID_RE)
+    _field(man, "source", mw, str, none=True, max_len=4096)
+    for key in ("smoke",):
+        _field(man, key, mw, dict, none=True)
+    _field(man, "inference", mw, dict, none=True)
+    for i, c in enumerate(_field(man, "components", mw, list)):
+        cw = f"{mw}.components[{i}]"
+        _need(c, cw, dict)
+        _field(c, "role", cw, str, max_len=16)
+        _field(c, "repo", cw, str, pattern=REPO_ID_RE)
+        _field(c, "commit", cw, str, pattern=SHA1_RE)
+        for key in ("required", "pinned"):
+            _field(c, key, cw, bool)
+        _field(c, "note", cw, str, none=True, max_len=10_000)
+        for j, f in enumerate(_field(c, "files", cw, list)):
+            fw = f"{cw}.files[{j}]"
+            _need(f, fw, dict)
+            unknown = set(f) - {"path", "size", "sha256", "blake3", "git_oid", "lfs"}
+            if unknown:
+                raise _Bad(fw, f"unknown keys {sorted(unknown)}")
+            path = _field(f, "path", fw, str, max_len=1000)
+            try:
+                check_relative_path(path)
+            except ValueError as exc:
+                raise _Bad(f"{fw}.path", f"unsafe path ({exc})") from exc
+            if _field(f, "size", fw, int) < 0:
+                raise _Bad(f"{fw}.size", "must not be negative")
+            _field(f, "sha256", fw, str, pattern=SHA256_RE)
+            _field(f, "blake3", fw, str, pattern=SHA256_RE)
+            _field(f, "git_oid", fw, str, pattern=SHA1_RE)
+            _field(f, "lfs", fw, bool)
+    for i, src in enumerate(_field(m, "sources", where, list)):
+        sw = f"{where}.sources[{i}]"
+        _need(src, sw, dict)
+        _field(src, "repo", sw, str, pattern=REPO_ID_RE)
+        _field(src, "commit", sw, str, pattern=SHA1_RE)
+        _field(src, "source", sw, str, max_len=1000)
+        for j, ref in enumerate(_field(src, "refs", sw, list)):
+            _ref(ref, f"{sw}.refs[{j}]")
+    for i, l in enumerate(_field(m, "lineage", where, list)):
+        lw = f"{where}.lineage[{i}]"
+        _need(l, lw, dict)
+        if _field(l, "relation", lw, str) not in LINEAGE_RELATIONS:
+            raise _Bad(f"{lw}.relation", f"{l['relation']!r} is not one of {', '.join(LINEAGE_RELATIONS)}")
+        _field(l, "repo", lw, str, pattern=REPO_ID_RE)
+        _field(l, "commit", lw, str, pattern=SHA1_RE)
+        _field(l, "source", lw, str, none=True, max_len=1000)
+        _field(l, "pinned", lw, bool)
+    for i, run in enumerate(_field(m, "smoke_runs", where, list)):
+        rw = f"{where}.smoke_runs[{i}]"
+        _need(run, rw, dict)
+        _field(run, "passed", rw, bool)
+        _field(run, "device", rw, str, max_len=64)
+        _field(run, "dtype", rw, str, max_len=32)
+        for key in ("library_versions", "output_shapes", "stats"):
+            _field(run, key, rw, dict)
+        _field(run, "wall_ms", rw, (int, float))
+        _field(run, "fingerprint", rw, str, none=True, pattern=SHA256_RE)
+        _field(run, "error", rw, str, none=True, max_len=100_000)
+        created = _field(run, "created_at", rw, str, none=True, max_len=64)
+        if created is not None:
+            try:
+                dt.datetime.fromisoformat(created)
+            except ValueError as exc:
+                raise _Bad(f"{rw}.created_at", f"{created!r} is not an ISO date and time") from exc
+
+
+def check_model_record(m: dict[str, Any], refuse: Callable[[str], Exception], field: str = "model"
+                       ) -> ResolvedManifest:
     """A model record (``model_record``'s form) must agree with itself: state, names, commits, the root digest
     recomputed from its files, every component's repo among its sources, clean paths. ``refuse(why)`` makes the
     error. Raises KeyError/TypeError/ValueError on a malformed record (callers say where it came from)."""
-    where = f"model {m.get('name')!r}"
+    where = f"model {m.get('name')!r}" if isinstance(m, dict) else "model"
+    try:
+        check_record_fields(m, field)
+    except _Bad as exc:
+        raise refuse(f"{where}: {exc.field}: {exc.problem}") from exc
     if m["state"] not in STATES:
         raise refuse(f"{where}: state {m['state']!r} cannot be imported")
     if not REPO_ID_RE.match(m["name"]) or not SHA1_RE.match(m["commit"]):
@@ -349,14 +496,24 @@ def check_model_record(m: dict[str, Any], refuse: Callable[[str], Exception]) ->
 def _check_index(data: dict[str, Any], reader: _Reader) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """bundle.json must agree with itself and with the entries present; returns (models, blob table)."""
     try:
+        if not isinstance(data.get("blobs"), list) or not all(isinstance(b, dict) for b in data["blobs"]):
+            raise _refuse(INDEX, "blobs: must be a list of objects")
         blobs = {b["sha256"]: b for b in data["blobs"]}
+        if len(blobs) != len(data["blobs"]):
+            raise _refuse(INDEX, "blobs: a digest listed twice")
         for sha, b in blobs.items():
-            if not (SHA256_RE.match(sha) and isinstance(b["size"], int) and b["size"] >= 0
-                    and SHA256_RE.match(b["blake3"]) and (b["git_sha1"] is None or SHA1_RE.match(b["git_sha1"]))):
+            if not (isinstance(sha, str) and SHA256_RE.match(sha) and type(b.get("size")) is int and b["size"] >= 0
+                    and isinstance(b.get("blake3"), str) and SHA256_RE.match(b["blake3"])
+                    and (b.get("git_sha1") is None or isinstance(b["git_sha1"], str) and SHA1_RE.match(b["git_sha1"]))):
                 raise _refuse(INDEX, f"blob {sha}: malformed digests or size")
+        if not isinstance(data.get("models"), list) or not data["models"]:
+            raise _refuse(INDEX, "models: must be a non-empty list")
         models = list(data["models"])
-        for m in models:
-            resolved = check_model_record(m, lambda why: _refuse(INDEX, why))
+        names = [(m.get("name"), m.get("commit")) for m in models if isinstance(m, dict)]
+        if len(set(names)) != len(names):
+            raise _refuse(INDEX, "models: the same model twice")
+        for i, m in enumerate(models):
+            resolved = check_model_record(m, lambda why: _refuse(INDEX, why), f"models[{i}]")
             for c in resolved.components:
                 for f in c.files:
                     b = blobs.get(f.sha256)
@@ -377,22 +534,121 @@ def _check_index(data: dict[str, Any], reader: _Reader) -> tuple[list[dict[str, 
     return models, blobs
 
 
+def _files_family(reg: Registry, reader: _Reader, models: list[dict[str, Any]], blobs: dict[str, dict[str, Any]]
+                  ) -> dict[int, str]:
+    """For each model whose manifest was inferred, the family its files show (the gate's rules, as ``add``
+    decides it), read from the bundle's own bytes (each JSON file checked against its sha256 first); the base of
+    an adapter is looked up among the bundle's models, then in this catalog. Returns {index: disagreement} for
+    the models whose record says otherwise: there the files win (their record is changed before anything is
+    stored) and the import reports it. A record whose files no rule recognises is refused."""
+    from registry.manifest.infer import family_from_files
+    from registry.manifest.jsonread import expected_type, parse_json
+    from registry.manifest.rules import RepoView
+    from registry.services.manifests import catalog_base_lookup
+
+    def own_files(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {f["path"]: f for c in m["manifest"]["components"] if c["repo"] == m["name"] for f in c["files"]}
+
+    def reader_for(m: dict[str, Any]) -> Callable[[str], Any]:
+        files = own_files(m)
+
+        def read_json(rel: str) -> Any:
+            f = files.get(rel)
+            if f is None:
+                return None
+            if f["size"] > MAX_JSON_FILE:
+                raise _refuse(INDEX, f"model {m['name']!r}: {rel} is {f['size']} bytes, too large for a JSON config")
+            with reader.open(f"blobs/{f['sha256']}") as src:
+                raw = src.read(MAX_JSON_FILE + 1)
+            if hashlib.sha256(raw).hexdigest() != f["sha256"]:
+                raise _refuse(f"blobs/{f['sha256']}", f"the bytes of {m['name']}/{rel} do not hash to their sha256 "
+                                                      "(tampered)")
+            return parse_json(raw, f"{m['name']}/{rel}", expect=expected_type(rel))
+        return read_json
+
+    in_bundle = {m["name"]: m for m in models}
+    catalog_lookup = catalog_base_lookup(reg)
+
+    def base_lookup(repo_id: str, revision: str | None) -> RepoView | None:
+        m = in_bundle.get(repo_id)
+        if m is not None:
+            return RepoView(repo_id, tuple(own_files(m)), reader_for(m), m["commit"])
+        return catalog_lookup(repo_id, revision)
+
+    disagreements: dict[int, str] = {}
+    for i, m in enumerate(models):
+        if not m["manifest"].get("inferred"):
+            continue  # a curated manifest names its family; it was checked against the known loader families
+        try:
+            found = family_from_files(m["name"], tuple(own_files(m)), reader_for(m), base_lookup)
+        except UsageError as exc:  # a config the rules cannot read (ManifestError)
+            raise _refuse(INDEX, f"model {m['name']!r}: its files cannot be read for the family ({exc.message})") \
+                from exc
+        if found is None:
+            raise _refuse(INDEX, f"model {m['name']!r}: models[{i}].family: {m['family']!r}, but no family rule "
+                                 "recognises its files (tampered)")
+        if found.family != m["family"]:
+            disagreements[i] = (f"{m['name']}: bundle.json says family {m['family']}, but the files say "
+                                f"{found.family} ({found.reason}): the files win")
+            m["family"] = m["manifest"]["family"] = found.family
+            inference = m["manifest"].get("inference") or {}
+            m["manifest"]["inference"] = {**inference, "rule": found.rule, "reason": found.reason,
+                                          "disagreements": [*inference.get("disagreements", ()), disagreements[i]]}
+    return disagreements
+
+
 # ---- import ---------------------------------------------------------------------------------------------
 
-def _copy_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -> None:
+def _stage_blob(reg: Registry, reader: _Reader, sha: str, meta: dict[str, Any]) -> StagedBlob:
+    """Copy one blob into a temp file of the store, checked for size, sha256 and blake3; nothing is under its
+    name until every blob of the bundle checked out (``import_bundle``)."""
     entry = f"blobs/{sha}"
     try:
-        with reader.open(entry) as src, reg.store.writer(expected_sha256=sha, expected_size=meta["size"]) as w:
-            while chunk := src.read(CHUNK):
-                w.write(chunk)
-            stored = w.commit()
-    except IntegrityError as exc:
-        raise _refuse(entry, f"{exc.message} (tampered or truncated)") from exc
+        with reader.open(entry) as src:
+            staged = reg.store.stage_stream(src, meta["size"], what=f"{reader.path}:{entry}")
     except (tarfile.TarError, EOFError) as exc:
         raise _refuse(entry, f"unreadable ({exc}); the bundle is truncated") from exc
-    if stored.digests.blake3 != meta["blake3"]:
-        # The bytes are what their sha256 names (the store stays right), but bundle.json lies about them.
-        raise _refuse(entry, f"blake3 is {stored.digests.blake3}, bundle.json says {meta['blake3']} (tampered)")
+    d = staged.digests
+    why = (f"{d.size} bytes, bundle.json says {meta['size']} (truncated or tampered)" if d.size != meta["size"] else
+           f"sha256 is {d.sha256} (tampered or corrupted in transit)" if d.sha256 != sha else
+           f"blake3 is {d.blake3}, bundle.json says {meta['blake3']} (tampered)" if d.blake3 != meta["blake3"] else
+           None)
+    if why is not None:
+        reg.store.discard(staged)
+        raise _refuse(entry, why)
+    return staged
+
+
+def _precheck_catalog(reg: Registry, models: list[dict[str, Any]]) -> None:
+    """What the catalog would refuse, asked before a byte is stored: a local quarantine the bundle may not
+    overrule, and a commit whose recorded bytes differ from the bundle's (a commit's bytes cannot change)."""
+    from registry.catalog.models import File, Repo, Revision
+
+    with reg.catalog.reader() as session:
+        for m in models:
+            for e in session.scalars(select(Model).where(Model.name == m["name"])).all():
+                _refuse_quarantined(e, m)
+            for c in m["manifest"]["components"]:
+                wanted = {f["path"]: f["sha256"] for f in c["files"]}
+                rows = session.execute(
+                    select(File.path, File.blob_sha256).join(Revision, File.revision_id == Revision.id)
+                    .join(Repo, Revision.repo_id == Repo.id)
+                    .where(Repo.repo_id == c["repo"], Revision.commit_sha == c["commit"])).all()
+                for path, sha in rows:
+                    if path in wanted and wanted[path] != sha:
+                        raise ConflictError(
+                            f"{c['repo']}@{c['commit'][:12]}: {path} is recorded here with sha256 {sha}, the bundle "
+                            f"has {wanted[path]}; a commit's bytes cannot change (nothing was imported)",
+                            details={"path": path, "recorded": sha, "seen": wanted[path]})
+
+
+def _refuse_quarantined(e: Model, m: dict[str, Any]) -> None:
+    # a quarantine for bad bytes is lifted by the bytes this import has just proven (states.on_record)
+    if e.revision.commit_sha == m["commit"] and e.state == states.QUARANTINED \
+            and states.cause_of(e.state_reason) is not states.Cause.BYTES:
+        raise ConflictError(f"{m['name']}@{m['commit'][:12]} is quarantined here ({e.state_reason}); "
+                            "a bundle does not overrule a local quarantine (nothing was imported). To "
+                            "lift it: " + states.lifted_by(e.state_reason, m["name"]))
 
 
 def add_smoke_runs(model: Model, runs: Sequence[dict[str, Any]]) -> None:
@@ -411,17 +667,13 @@ def add_smoke_runs(model: Model, runs: Sequence[dict[str, Any]]) -> None:
         model.smoke_runs.append(run)
 
 
-def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures: list[Pending]) -> None:
+def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures: list[Pending],
+            disagreements: dict[int, str]) -> None:
     with reg.catalog.session() as session:
-        for m in models:
+        for i, m in enumerate(models):
             existing = session.scalars(select(Model).where(Model.name == m["name"])).all()
             for e in existing:
-                # a quarantine for bad bytes is lifted by the bytes this import has just proven (states.on_record)
-                if e.revision.commit_sha == m["commit"] and e.state == states.QUARANTINED \
-                        and states.cause_of(e.state_reason) is not states.Cause.BYTES:
-                    raise ConflictError(f"{m['name']}@{m['commit'][:12]} is quarantined here ({e.state_reason}); "
-                                        "a bundle does not overrule a local quarantine (nothing was imported). To "
-                                        "lift it: " + states.lifted_by(e.state_reason, m["name"]))
+                _refuse_quarantined(e, m)
             sources = {s["repo"]: RepoSource(s["repo"], s["commit"], s["source"], tuple(s["refs"]))
                        for s in m["sources"]}
             derived = [(l["relation"], RepoSource(l["repo"], l["commit"], l.get("source") or f"bundle:{path}"))
@@ -431,7 +683,7 @@ def _record(reg: Registry, models: list[dict[str, Any]], path: Path, signatures:
             model.family = m["family"]
             add_smoke_runs(model, m["smoke_runs"])
             reg.log(session, "import", m["name"], commit=m["commit"], root_digest=m["root_digest"], state=m["state"],
-                    bundle=str(path))
+                    bundle=str(path), **({"disagreement": disagreements[i]} if i in disagreements else {}))
         record_signatures(session, signatures, reg.settings.actor)
 
 
@@ -446,21 +698,32 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
     try:
         index = _read_index(reader)
         models, blobs = _check_index(index, reader)
+        disagreements = _files_family(reg, reader, models, blobs)
         signatures = check_bundle_signatures(reg, index, models)  # and the trust policy, before any byte is stored
+        _precheck_catalog(reg, models)
         written = skipped = nbytes = 0
         # incremental: bytes already proven in this store are skipped, unless they rotted there (a fast verify)
         present = [ExpectedBlob(sha, meta["size"], meta["blake3"]) for sha, meta in blobs.items() if reg.store.has(sha)]
         intact = {c.sha256 for c in check_blobs(reg.store, reg.stat_cache, present, deep=False) if c.status == "ok"}
-        for sha, meta in sorted(blobs.items()):
-            if sha in intact:
-                skipped += 1
-                continue
-            _copy_blob(reg, reader, sha, meta)
-            written += 1
-            nbytes += meta["size"]
+        staged: list[StagedBlob] = []
+        reg.store.claim(*blobs)  # the lease names every digest before its blob appears (gc keeps them)
+        try:
+            for sha, meta in sorted(blobs.items()):
+                if sha in intact:
+                    skipped += 1
+                    continue
+                staged.append(_stage_blob(reg, reader, sha, meta))
+                written += 1
+                nbytes += meta["size"]
+            # every blob checked out: only now does any go under its name (a refusal above leaves the store as it was)
+            while staged:
+                reg.store.commit_staged(staged.pop())
+        finally:
+            for leftover in staged:
+                reg.store.discard(leftover)
     finally:
         reader.close()
-    _record(reg, models, path, signatures)
+    _record(reg, models, path, signatures, disagreements)
     release_proven(reg, set(blobs))
     return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
-                        nbytes)
+                        nbytes, tuple(disagreements.values()))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from registry.errors import InvalidPath
 from registry.hashing import SHA1_RE
 from registry.manifest.jsonread import expected_type, parse_json
-from registry.paths import check_relative_path
+from registry.paths import check_relative_path, ref_problem
 
 # Folders that are never part of a model: git metadata and huggingface_hub's local_dir bookkeeping.
 SKIPPED_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
@@ -25,6 +25,19 @@ class Folder:
     files: dict[str, Path]          # repo-relative path -> real file to read
     snapshot_commit: str | None     # the commit when the folder is an HF cache snapshot
     snapshot_refs: tuple[str, ...] = ()  # the cache's refs/ names that point at that commit
+    # files hard-linked to names outside the folder: repo-relative path -> (links in all, links outside)
+    outside_links: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def refuse_outside_link(self, rel: str) -> None:
+        """A hard link out of the folder is refused as a symlink out of it is (the caller decides which files
+        count: add accepts one whose other link is this store's own blob of the same bytes)."""
+        nlink, outside = self.outside_links[rel]
+        full = self.root / rel
+        raise InvalidPath(
+            f"{full}: a hard link whose other links ({outside} of {nlink}) lie outside the model folder; refusing "
+            "to import it, as a symlink out of the folder is refused (nothing was recorded). Copy the file into "
+            "the folder (cp, not ln) if its bytes belong to this model",
+            details={"path": rel, "links": nlink, "outside": outside})
 
     def read_json(self, rel: str) -> Any:
         path = self.files.get(rel)
@@ -50,6 +63,7 @@ def scan_folder(path: Path | str) -> Folder:
         snapshot_commit = root.name
         allowed_root = root.parent.parent
     files: dict[str, Path] = {}
+    linked: dict[tuple[int, int], tuple[str, int]] = {}  # (dev, inode) -> (the file, st_nlink) of hard-linked files
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         rel_dir = here.relative_to(root).as_posix()
@@ -98,10 +112,31 @@ def scan_folder(path: Path | str) -> Folder:
             if not stat.S_ISREG(st.st_mode):
                 raise InvalidPath(f"{full}: not a regular file", details={"path": rel})
             files[rel] = target
+            if st.st_nlink > 1:
+                linked[(st.st_dev, st.st_ino)] = (rel, st.st_nlink)
     if not files:
         raise InvalidPath(f"{root}: the folder is empty; is this a model folder?", details={"path": str(root)})
+    outside = _outside_links(allowed_root, linked) if linked else {}
     refs = _snapshot_refs(allowed_root, snapshot_commit) if snapshot_commit else ()
-    return Folder(root=root, files=files, snapshot_commit=snapshot_commit, snapshot_refs=refs)
+    return Folder(root=root, files=files, snapshot_commit=snapshot_commit, snapshot_refs=refs,
+                  outside_links=outside)
+
+
+def _outside_links(allowed_root: Path, linked: dict[tuple[int, int], tuple[str, int]]) -> dict[str, tuple[int, int]]:
+    """Hard-linked files whose links are not all inside the folder: their bytes are another file's, somewhere
+    else. Links inside (an HF cache's snapshot and its ../../blobs included) are counted over the whole folder,
+    hidden folders too; two names of one inode both inside are fine."""
+    seen = {key: 0 for key in linked}
+    for dirpath, _dirnames, filenames in os.walk(allowed_root, followlinks=False):
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                seen[key] += 1
+    return {rel: (nlink, nlink - seen[key]) for key, (rel, nlink) in linked.items() if seen[key] < nlink}
 
 
 def _cache_repo_snapshot(root: Path) -> Path:
@@ -124,7 +159,9 @@ def _snapshot_refs(repo_dir: Path, commit: str) -> tuple[str, ...]:
     for ref in sorted(refs_dir.rglob("*")) if refs_dir.is_dir() else ():
         try:
             if ref.is_file() and not ref.is_symlink() and ref.read_text(encoding="ascii").strip() == commit:
-                names.append(ref.relative_to(refs_dir).as_posix())
+                name = ref.relative_to(refs_dir).as_posix()
+                if ref_problem(name) is None:  # a cache file named like no ref (`a..b`, `x.lock`) is no label
+                    names.append(name)
         except (OSError, UnicodeDecodeError):
             continue  # an unreadable ref only loses a label
     return tuple(names)

@@ -28,7 +28,7 @@ from registry.catalog import states
 from registry.catalog.models import Component, File, Model, Ref, Repo, Revision
 from registry.errors import EntryNotFound, RepoNotFound, RevisionNotFound
 from registry.hashing import SHA1_RE, git_blob_sha1, lfs_pointer
-from registry.paths import check_relative_path
+from registry.paths import check_relative_path, ref_problem
 from registry.services.context import Registry
 from registry.services.trust import TrustGate, publishable, signature_file
 from registry.signing.oms import SIGNATURE_FILE, Statement
@@ -136,7 +136,8 @@ class Mirror:
             raise RepoNotFound(f"repository {repo_id!r} is not on this mirror", details={"repo": repo_id})
         by_pk = {pk: commit for commit, (pk, _) in revisions.items()}
         refs = {name: by_pk[rev_pk] for name, rev_pk in
-                session.execute(select(Ref.name, Ref.revision_id).where(Ref.repo_id == repo_pk)) if rev_pk in by_pk}
+                session.execute(select(Ref.name, Ref.revision_id).where(Ref.repo_id == repo_pk))
+                if rev_pk in by_pk and ref_problem(name) is None}  # a bad name (older catalog) is never advertised
         if DEFAULT_BRANCH not in refs:
             # No visible main: the newest registered revision stands in, so plain clients still work.
             refs[DEFAULT_BRANCH] = max(revisions.items(), key=lambda kv: (kv[1][1], kv[1][0]))[0]
@@ -145,6 +146,10 @@ class Mirror:
     @staticmethod
     def _resolve(vis: _Visible, repo_id: str, revision: str | None) -> str:
         rev = revision or DEFAULT_BRANCH
+        why = ref_problem(rev)
+        if why is not None:
+            raise RevisionNotFound(f"{repo_id} has no revision {rev!r} on this mirror: not a valid ref name ({why})",
+                                   details={"repo": repo_id, "revision": rev, "rule": why})
         if SHA1_RE.match(rev) and rev in vis.revisions:
             return rev
         if rev in vis.refs:

@@ -40,6 +40,7 @@ from registry.manifest.infer import BaseLookup, RepoView
 from registry.manifest.jsonread import expected_type, parse_json
 from registry.manifest.resolve import LockedFile, RepoFile, ResolvedManifest, Selection, first_use_note, lock, select
 from registry.manifest.schema import REPO_ID_RE, Manifest
+from registry.paths import require_ref
 from registry.services.context import Registry
 from registry.services.ingest import (
     Acquired, ComponentSummary, Plan, Source, log_refusal, make_plan, selected, summaries, totals,
@@ -468,6 +469,8 @@ def pull(reg: Registry, repo_id: str, *, revision: str | None = None, manifest_f
         raise UsageError(f"{repo_id!r} is not a repo id like 'org/name'")
     if revision is not None and not revision.strip():
         raise UsageError("--revision is empty; give a branch, tag or commit")
+    if revision is not None:
+        require_ref(revision)
     if manifest_file is not None and not Path(manifest_file).is_file():
         raise UsageError(f"--manifest {manifest_file}: no such file")
     if retries < 0 or backoff < 0 or workers < 1:

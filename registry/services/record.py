@@ -18,6 +18,7 @@ from registry.catalog.models import Blob, Component, File, Lineage, Model, Ref, 
 from registry.catalog.states import VERIFIED
 from registry.errors import ConflictError
 from registry.manifest.resolve import LockedFile, ResolvedManifest
+from registry.paths import require_ref
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def ensure_revision(session: Session, src: RepoSource) -> Revision:
                    ["repo_id", "commit_sha"])
     rev = session.scalars(select(Revision).where(Revision.repo_id == repo.id, Revision.commit_sha == src.commit)).one()
     for name in src.refs:
+        require_ref(name, f"{src.repo_id}: ref")  # callers check first; this is the last line (nothing commits)
         ref = session.scalars(select(Ref).where(Ref.repo_id == repo.id, Ref.name == name)).one_or_none()
         if ref is None:
             _insert_ignore(session, Ref, [{"repo_id": repo.id, "name": name, "revision_id": rev.id}], ["repo_id", "name"])

@@ -95,6 +95,14 @@ class BlobStore:
         _check_digest(sha256)
         return self._objects / sha256[:2] / sha256[2:4] / sha256
 
+    def same_file(self, sha256: str, other: Path) -> bool:
+        """Whether ``other`` is a hard link of the stored blob ``sha256`` (a copy deployed from this store)."""
+        try:
+            a, b = os.stat(self.path_for(sha256)), os.stat(other)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     def partial_path(self, sha256: str) -> Path:
         """Where a resumable download of ``sha256`` keeps its bytes so far."""
         return self.path_for(sha256).with_name(sha256 + PARTIAL_SUFFIX)
@@ -212,6 +220,28 @@ class BlobStore:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _storage_error(exc, f"copying {src} into the store") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def stage_stream(self, fin: BinaryIO, size: int, *, what: str) -> "StagedBlob":
+        """``stage_file`` for a stream (a bundle's tar member): copied and hashed into a temp file of the store;
+        the caller checks the digests, then commits or discards. ``what`` names the source in errors."""
+        self.ensure()
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="import-")
+        except OSError as exc:
+            raise _storage_error(exc, f"creating a temp file for {what}") from exc
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fout:
+                digests = hash_stream(fin, size, sink=lambda view: _write_all(fout, view))
+                fout.flush()
+                os.fsync(fout.fileno())
+            return StagedBlob(digests, tmp)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(exc, f"copying {what} into the store") from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
