@@ -11,6 +11,14 @@ def check_relative_path(path: str) -> str:
         raise ValueError("empty path")
     if "\\" in path:
         raise ValueError(f"{path!r}: backslash is not allowed in paths")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # a name that is not UTF-8 on disk (os.fsdecode keeps its bytes as surrogates): no Hub repo, catalog
+        # column or HTTP path can carry it
+        bad = path[exc.start].encode("utf-8", "surrogateescape") if 0xDC80 <= ord(path[exc.start]) <= 0xDCFF else b""
+        raise ValueError(f"{path.encode('utf-8', 'replace').decode()!r}: the name is not UTF-8 text "
+                         f"(byte {bad!r} at character {exc.start}); rename it") from None
     if any(ord(c) < 0x20 or c == "\x7f" for c in path):
         # NUL, tabs and newlines would also make the root digest's "path\tsize\tsha256\n" lines ambiguous
         raise ValueError(f"{path!r}: control characters are not allowed in paths")

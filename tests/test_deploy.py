@@ -81,9 +81,16 @@ def test_dir_layout_copies_across_filesystems_and_refuses_a_busy_target(cli, reg
     assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
 
     before = _tree(target)
-    busy = cli("deploy", REPO, "--target", target, "--layout", "dir")
-    assert busy.exit_code == 9 and "not an empty folder" in busy.stderr
-    assert _tree(target) == before and len(_deployments(reg)) == 1
+    again = cli("deploy", REPO, "--target", target, "--layout", "dir", "--json")  # its own recorded copy: kept
+    assert again.exit_code == 0 and again.json()["repos"][0]["reused"] == len(expected)
+    assert again.json()["repaired"] == [] and _tree(target) == before and len(_deployments(reg)) == 2
+    busy = tmp_path / "busy"
+    (busy / "sub").mkdir(parents=True)
+    (busy / "sub" / "mine.txt").write_text("someone else's")
+    before = _tree(busy)
+    r = cli("deploy", REPO, "--target", busy, "--layout", "dir")
+    assert r.exit_code == 9 and "not an empty folder" in r.stderr
+    assert _tree(busy) == before and len(_deployments(reg)) == 2
 
     shm = Path("/dev/shm")
     if shm.is_dir() and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:

@@ -27,13 +27,14 @@ def test_a_valid_file(tmp_path):
 
 @pytest.mark.parametrize("make, words", [
     (lambda p: p.write_bytes(b"\x01\x02"), "shorter than its 8-byte header length"),
-    (lambda p: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"), "truncated or not safetensors"),
-    (lambda p: _raw(p, b"{not json"), "header is not valid JSON"),
-    (lambda p: _raw(p, [1, 2]), "header is not a JSON object"),
-    (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [2]}}, bytes(8)), "malformed header entry"),
-    (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [None], "data_offsets": [0, 8]}}, bytes(8)), "malformed header"),
+    (lambda p: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"), "over safetensors' limit"),
+    (lambda p: p.write_bytes(struct.pack("<Q", 10**6) + b"{}"), "truncated or not safetensors"),
+    (lambda p: _raw(p, b"{not json"), "not valid JSON"),
+    (lambda p: _raw(p, [1, 2]), "header is list, not a JSON object"),
+    (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [2]}}, bytes(8)), "has no 'data_offsets'"),
+    (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [None], "data_offsets": [0, 8]}}, bytes(8)), "not a list of non-negative"),
     (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8)),
-     "do not match its dtype and shape"),
+     "spans 8 bytes, but its dtype and shape need 12"),
     (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8)), "truncated: tensor 'a'"),
     (lambda p: _raw(p, {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, bytes(12)), "4 trailing bytes"),
 ])
@@ -46,12 +47,16 @@ def test_broken_safetensors(tmp_path, make, words):
 
 
 def test_sub_byte_and_unknown_dtypes(tmp_path):
-    p = _raw(tmp_path / "a.safetensors", {"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]},
-                                          "b": {"dtype": "Q9", "shape": [5], "data_offsets": [2, 7]}}, bytes(7))
-    assert check_safetensors(p, "a.safetensors") == 2  # F4: 3 x 4 bits in 2 bytes; Q9: offsets only
-    p = _raw(tmp_path / "b.safetensors", {"b": {"dtype": "Q9", "shape": [5], "data_offsets": [2, 9]}}, bytes(7))
-    with pytest.raises(FormatError, match="truncated"):
+    # as safetensors 0.8 reads them: F4 x 4 fills 2 bytes; F4 x 3 ends mid-byte; a dtype it does not know is refused
+    p = _raw(tmp_path / "a.safetensors", {"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]},
+                                          "b": {"dtype": "F6_E2M3", "shape": [4], "data_offsets": [2, 5]}}, bytes(5))
+    assert check_safetensors(p, "a.safetensors") == 2
+    p = _raw(tmp_path / "b.safetensors", {"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, bytes(2))
+    with pytest.raises(FormatError, match="byte boundary"):
         check_safetensors(p, "b.safetensors")
+    p = _raw(tmp_path / "c.safetensors", {"b": {"dtype": "Q9", "shape": [5], "data_offsets": [0, 5]}}, bytes(5))
+    with pytest.raises(FormatError, match="unknown dtype 'Q9'"):
+        check_safetensors(p, "c.safetensors")
 
 
 def test_a_truncated_real_file(tmp_path):
@@ -87,7 +92,7 @@ def test_a_shard_the_index_does_not_name(tmp_path):
         check_files(files)
 
 
-@pytest.mark.parametrize("content, words", [("{", "not a valid index"), ('{"metadata": {}}', "has no weight_map")])
+@pytest.mark.parametrize("content, words", [("{", "not valid JSON"), ('{"metadata": {}}', "has no weight_map")])
 def test_a_broken_index(tmp_path, content, words):
     files = _sharded(tmp_path)
     files["model.safetensors.index.json"].write_text(content)

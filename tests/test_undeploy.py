@@ -151,18 +151,17 @@ def test_two_revisions_in_one_cache_need_a_revision(cli, reg, tmp_path):
 
 
 def test_the_signature_deploy_writes_beside_a_copy_is_neither_extra_nor_left_behind(cli, reg, tmp_path):
-    """Signed deployments carry a model.sig (a regular file in `dir`, a blob + link in an HF cache snapshot)."""
-    from registry.hashing import git_blob_sha1
+    """Signed deployments carry a model.sig (a regular file in `dir`, a blob + link in an HF cache snapshot).
+    (In an unsigned model's copy a model.sig is an extra file: tests/reliability/test_corruption.py.)"""
+    from tests.sign_helpers import make_keys
 
     add_registered(reg, make_tiny_repo(tmp_path / "m", big=False), REPO)
+    keys = make_keys(tmp_path / "keys")
+    assert cli("sign", REPO, "--key", keys.private).exit_code == 0
     plain, cache = tmp_path / "plain", tmp_path / "cache"
     assert cli("deploy", REPO, "--target", plain, "--layout", "dir").exit_code == 0
     snap = Path(cli("deploy", REPO, "--target", cache, "--json").json()["path"])
-    sig = b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'
-    (plain / "model.sig").write_bytes(sig)
-    blob = snap.parents[1] / "blobs" / git_blob_sha1(sig)
-    blob.write_bytes(sig)
-    (snap / "model.sig").symlink_to(os.path.relpath(blob, snap))
+    assert (plain / "model.sig").is_file() and (snap / "model.sig").is_symlink()
     assert cli("audit", "--verify", "--json").json()["ok"] is True
     assert cli("undeploy", REPO, "--target", plain).exit_code == 0 and not plain.exists()
     assert cli("undeploy", REPO, "--target", cache).exit_code == 0

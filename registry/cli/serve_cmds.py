@@ -96,6 +96,15 @@ def deploy_cmd(
     if json_out:
         emit_json(result)
         return
+    if result.cleaned:
+        echo(f"removed {len(result.cleaned)} leftover(s) of a deploy that was killed: " + ", ".join(result.cleaned[:20]))
+    if result.adopted:
+        echo(f"{result.path} already held exactly this model's files (a deploy killed before it recorded them): "
+             "recorded it as it is")
+    if result.repaired:
+        echo(f"repaired the recorded copy at {result.path} ({len(result.repaired)} change(s), in the deploy event):")
+        for line in result.repaired[:50]:
+            echo(f"  {line}")
     echo(f"deployed {result.name}@{result.commit[:12]} to {result.path} ({result.layout}, node {result.node}); "
          f"root digest {result.root_digest}")
     echo(table(["repo", "commit", "files", "size", "linked", "copied", "reused"],

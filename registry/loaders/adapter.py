@@ -13,7 +13,6 @@ out. PEFT itself drops unmatched tensors silently and only warns about missing o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,15 @@ from registry.loaders.adapter_landing import Landing, check_landing, library_key
 from registry.loaders.base import Loaded, LoadRequest, Outputs
 from registry.loaders.checks import finalize
 from registry.loaders.runtime import import_torch, require
+from registry.manifest.jsonread import parse_json
 
 # Only classes of this library are imported from auto_mapping (PEFT's own allowlist also has diffusers etc.)
 AUTO_MAPPING_LIBRARY = "transformers"
 
 
 def adapter_config(adapter_dir: Path) -> dict[str, Any]:
-    raw = json.loads((adapter_dir / "adapter_config.json").read_text())
-    return raw if isinstance(raw, dict) else {}
+    # the strict reader: the gate refused this file at add if it was not a plain JSON object
+    return parse_json((adapter_dir / "adapter_config.json").read_bytes(), "adapter_config.json")
 
 
 def base_class(raw_config: dict[str, Any]) -> Any:

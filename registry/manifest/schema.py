@@ -6,7 +6,6 @@ Pure: parsing and validation read only the file they are given. See docs/manifes
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from registry.errors import ManifestError
 from registry.hashing import SHA1_RE, SHA256_RE
+from registry.manifest.jsonread import parse_toml
 from registry.paths import check_relative_path, ref_problem
 
 SCHEMA_VERSION = 1
@@ -280,11 +280,7 @@ def load_manifest_file(path: Path) -> Manifest:
         raise ManifestError(f"{origin}: manifest file not found", details={"file": origin}) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{origin}: cannot read manifest: {exc}", details={"file": origin}) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{origin}: not valid TOML: {exc}", details={"file": origin, "key": None}) from exc
-    return parse_manifest(data, origin)
+    return parse_manifest(parse_toml(text, origin), origin)
 
 
 def curated_manifest_path(manifests_dir: Path, name: str) -> Path | None:

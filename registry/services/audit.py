@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from registry.catalog.models import Blob, Component, ComponentFile, Deployment, File, Model, Repo, Revision
+from registry.catalog.models import Blob, Component, ComponentFile, Deployment, File, Model, Ref, Repo, Revision
 from registry.services.audit_signature import SIGNED, catalog_signatures, check_copy_signature
 from registry.services.context import Registry
 from registry.services.copy_check import MAX_LISTED, CopyCheck, ExpectedFile, check_copy, deployed_stat_cache
@@ -87,6 +87,46 @@ def expected_files(session: Session, model_ids: Iterable[int]) -> dict[int, list
     return {mid: sorted(files.values(), key=lambda f: (f.repo, f.path)) for mid, files in out.items()}
 
 
+def expected_refs(session: Session, model_ids: Iterable[int]) -> dict[int, dict[tuple[str, str], tuple[str, ...]]]:
+    """Per model, per (repo, commit) of its components: the ref names deploy writes into an HF cache (the catalog's
+    refs naming that revision, and ``main`` when the repo has none), as services/deploy.py plans them."""
+    ids = sorted(set(model_ids))
+    comps: list[tuple[int, str, int, int, str]] = []
+    for i in range(0, len(ids), _IN_CHUNK):
+        comps.extend(session.execute(
+            select(Component.model_id, Repo.repo_id, Repo.id, Revision.id, Revision.commit_sha)
+            .join(Revision, Revision.id == Component.revision_id).join(Repo, Repo.id == Revision.repo_id)
+            .where(Component.model_id.in_(ids[i:i + _IN_CHUNK]))).all())
+    repo_ids = sorted({c[2] for c in comps})
+    names: dict[int, dict[str, int]] = {}
+    for i in range(0, len(repo_ids), _IN_CHUNK):
+        for repo_id, name, rev_id in session.execute(select(Ref.repo_id, Ref.name, Ref.revision_id)
+                                                     .where(Ref.repo_id.in_(repo_ids[i:i + _IN_CHUNK]))):
+            names.setdefault(repo_id, {})[name] = rev_id
+    out: dict[int, dict[tuple[str, str], tuple[str, ...]]] = {}
+    for mid, repo, repo_pk, rev_id, commit in comps:
+        have = names.get(repo_pk, {})
+        here = {n for n, r in have.items() if r == rev_id}
+        if "main" not in have:
+            here.add("main")
+        out.setdefault(mid, {})[(repo, commit)] = tuple(sorted(here))
+    return out
+
+
+def _live_cache_commits(session: Session, node: str) -> dict[str, dict[str, frozenset[str]]]:
+    """Per HF cache root on ``node``: per repo, the commits some live deployment there holds."""
+    q = (select(Deployment.path, Repo.repo_id, Revision.commit_sha)
+         .join(Component, Component.model_id == Deployment.model_id)
+         .join(Revision, Revision.id == Component.revision_id).join(Repo, Repo.id == Revision.repo_id)
+         .where(Deployment.node == node, Deployment.layout == "hf-cache", Deployment.removed_at.is_(None)))
+    out: dict[str, dict[str, set[str]]] = {}
+    for path, repo, commit in session.execute(q):
+        p = Path(path)
+        if len(p.parents) >= 3:
+            out.setdefault(str(p.parents[2]), {}).setdefault(repo, set()).add(commit)
+    return {root: {repo: frozenset(c) for repo, c in repos.items()} for root, repos in out.items()}
+
+
 def _store_losses(reg: Registry, rows: Sequence[FleetRow], files: dict[int, list[ExpectedFile]]) -> list[StoreLoss]:
     seen: dict[str, bool] = {}
     out: list[StoreLoss] = []
@@ -104,6 +144,8 @@ def _verify_node(reg: Registry, node: str, models: Sequence[str], deep: bool) ->
         rows = fleet_rows(session, FleetFilter(node=node, models=tuple(models)))
         files = expected_files(session, {r.model_id for r in rows})
         signatures = catalog_signatures(session, {r.model_id for r in rows})
+        refs = expected_refs(session, {r.model_id for r in rows if r.layout == "hf-cache"})
+        moved = _live_cache_commits(session, node)
     cache = deployed_stat_cache(reg.settings.home)
     losses = _store_losses(reg, rows, files)
     lost_by_model: dict[tuple[str, str], list[str]] = {}
@@ -111,7 +153,10 @@ def _verify_node(reg: Registry, node: str, models: Sequence[str], deep: bool) ->
         lost_by_model.setdefault((loss.name, loss.commit), []).append(f"{loss.repo}/{loss.path}")
     checks: list[tuple[FleetRow, CopyCheck, str | None]] = []
     for row in rows:
-        found = check_copy(row.layout, row.path, files.get(row.model_id, []), cache, deep=deep)
+        root = str(Path(row.path).parents[2]) if len(Path(row.path).parents) >= 3 else ""
+        found = check_copy(row.layout, row.path, files.get(row.model_id, []), cache, deep=deep,
+                           signed=row.model_id in signatures, refs=refs.get(row.model_id, {}),
+                           moved=moved.get(root, {}))
         sig = check_copy_signature(Path(row.path), [f.path for f in files.get(row.model_id, []) if f.own],
                                    signatures.get(row.model_id))
         checks.append((row, found, sig))

@@ -5,25 +5,29 @@ deployed files (``$REGISTRY_HOME/deployed.statcache.sqlite``, keyed by path): a 
 inode) match what was last proven is not hashed again; any other is hashed with blake3 and compared with the
 catalog. ``deep`` hashes every file.
 
-- ``dir``: the recorded path is the model's folder; its own repo's files must be there as regular files.
+- ``dir``: the recorded path is the model's folder; its own repo's files must be there as regular files, and no other
+  file (``model.sig`` only when the model is signed).
 - ``hf-cache``: the recorded path is the model's snapshot ``ROOT/models--org--name/snapshots/<commit>``; every repo
   of the model (an adapter's base too) must have its snapshot in ROOT, each file a relative link to
   ``../../blobs/<etag>`` (as huggingface_hub writes it) or a regular file (HF_HUB_DISABLE_SYMLINKS), with the
-  right bytes.
+  right bytes, no other file in those snapshots (``model.sig`` only when signed), and each ref deploy wrote
+  (``refs/main``, ...) present and naming the deployment's commit (or the commit of another live deployment of that
+  repo in the same cache, which a later deploy moved it to).
+- Temp files and staging folders of killed deploys (services/deploy.py) are ``leftovers``, never ``extra``.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from registry.hashing import blake3_file
 from registry.paths import safe_join
 from registry.services.audit_signature import SIGNATURE_FILES
-from registry.services.deploy import cache_folder_name
+from registry.services.deploy import TEMP_RE, cache_folder_name, cache_leftovers, deployed_stat_cache, dir_leftovers
 from registry.services.fleet import Drift
 from registry.store.statcache import StatCache, StatKey
 
@@ -52,8 +56,7 @@ class CopyCheck:
     ours: tuple[str, ...]  # absolute paths that hold our bytes unchanged (what undeploy may remove)
 
 
-def deployed_stat_cache(home: Path) -> StatCache:
-    return StatCache(home / "deployed.statcache.sqlite")
+__all__ = ["CopyCheck", "ExpectedFile", "check_copy", "deployed_stat_cache"]
 
 
 class _Checker:
@@ -63,6 +66,7 @@ class _Checker:
         self.changed: list[str] = []
         self.missing: list[str] = []
         self.extra: list[str] = []
+        self.leftovers: list[str] = []
         self.ours: list[str] = []
         self.proven: list[tuple[str, StatKey, str]] = []
 
@@ -88,9 +92,10 @@ class _Checker:
     def result(self, target: str | None = None, *, gone: bool = False) -> CopyCheck:
         if self.proven:
             self.cache.record(self.proven)
-        lists = [sorted(self.changed), sorted(self.missing), sorted(self.extra)]
+        lists = [sorted(self.changed), sorted(self.missing), sorted(self.extra), sorted(set(self.leftovers))]
         more = sum(max(0, len(x) - MAX_LISTED) for x in lists)
-        drift = Drift(target, *(tuple(x[:MAX_LISTED]) for x in lists), more=more)  # type: ignore[arg-type]
+        changed, missing, extra, leftovers = (tuple(x[:MAX_LISTED]) for x in lists)
+        drift = Drift(target, changed, missing, extra, more=more, leftovers=leftovers)
         state = "missing" if gone else "drifted" if (target or any(lists)) else "ok"
         return CopyCheck(state, drift, self.checked, self.hashed, self.bytes, tuple(self.ours))
 
@@ -121,13 +126,22 @@ def _not_a_folder(path: Path) -> str | None:
     return None
 
 
-def check_dir_copy(root: Path, files: Sequence[ExpectedFile], cache: StatCache, *, deep: bool = False) -> CopyCheck:
+def _split_temps(present: dict[str, str], root: Path, ck: _Checker) -> None:
+    for rel in [r for r in present if TEMP_RE.match(Path(r).name)]:
+        del present[rel]
+        ck.leftovers.append(str(root / rel))
+
+
+def check_dir_copy(root: Path, files: Sequence[ExpectedFile], cache: StatCache, *, deep: bool = False,
+                   signed: bool = True) -> CopyCheck:
     ck = _Checker(cache, deep)
     if (why := _not_a_folder(root)) is not None:
         return ck.result(why)
+    ck.leftovers.extend(str(p) for p in dir_leftovers(root))
     if not root.exists():
         return ck.result(f"{root} is gone", gone=True)
     present = _entries(root)
+    _split_temps(present, root, ck)
     own = {f.path: f for f in files if f.own}
     for rel, f in sorted(own.items()):
         kind = present.get(rel)
@@ -140,12 +154,36 @@ def check_dir_copy(root: Path, files: Sequence[ExpectedFile], cache: StatCache, 
             ck.changed.append(f"{rel} (not a regular file)")
         else:
             ck.content(path, f, rel)
-    ck.extra.extend(rel for rel in present if rel not in own and rel not in SIGNATURE_FILES)
+    allowed = SIGNATURE_FILES if signed else frozenset()
+    ck.extra.extend(rel for rel in present if rel not in own and rel not in allowed)
     return ck.result()
 
 
+def _check_refs(folder: Path, commit: str, names: Sequence[str], moved: frozenset[str], prefix: str,
+                ck: _Checker) -> None:
+    for name in names:
+        try:
+            ref = safe_join(folder / "refs", name)
+        except ValueError:
+            continue  # deploy writes no file for a ref name that cannot be one
+        label = f"{prefix}refs/{name}"
+        if not os.path.lexists(ref):
+            ck.missing.append(f"{label} (deploy wrote it: it named {commit})")
+            continue
+        if not stat.S_ISREG(os.lstat(ref).st_mode):
+            ck.changed.append(f"{label} (not a regular file)")
+            continue
+        held = ref.read_bytes()[:200].decode("utf-8", "replace")
+        if held != commit and held not in moved:
+            ck.changed.append(f"{label} (holds {held.strip()[:64]!r}, not {commit})")
+
+
 def check_cache_copy(snapshot: Path, files: Sequence[ExpectedFile], cache: StatCache, *,
-                     deep: bool = False) -> CopyCheck:
+                     deep: bool = False, signed: bool = True,
+                     refs: Mapping[tuple[str, str], Sequence[str]] | None = None,
+                     moved: Mapping[str, frozenset[str]] | None = None) -> CopyCheck:
+    """``refs``: per (repo, commit), the ref names deploy wrote; ``moved``: per repo, the commits of the other live
+    deployments in this cache (a ref a later deploy moved to one of them is not drift)."""
     ck = _Checker(cache, deep)
     root = snapshot.parents[2]
     repos: dict[tuple[str, str], list[ExpectedFile]] = {}
@@ -163,12 +201,16 @@ def check_cache_copy(snapshot: Path, files: Sequence[ExpectedFile], cache: StatC
         if broken is not None:
             target = target or broken
             continue
+        ck.leftovers.extend(str(p) for p in cache_leftovers(folder))
         if not snap.is_dir():
             if own:
                 return ck.result(f"{snap} is gone", gone=True)
             ck.missing.extend(f"{prefix}{f.path}" for f in wanted)
             continue
         present = _entries(snap)
+        _split_temps(present, snap, ck)
+        _check_refs(folder, commit, (refs or {}).get((repo, commit), ()), (moved or {}).get(repo, frozenset()),
+                    prefix, ck)
         expected = {f.path: f for f in wanted}
         for rel, f in sorted(expected.items()):
             label = prefix + rel
@@ -191,19 +233,22 @@ def check_cache_copy(snapshot: Path, files: Sequence[ExpectedFile], cache: StatC
                     ck.changed.append(f"{label} (blob {f.etag} is not a regular file)")
                 else:
                     ck.content(blob, f, label)
-        ck.extra.extend(prefix + rel for rel in present if rel not in expected and rel not in SIGNATURE_FILES)
+        allowed = SIGNATURE_FILES if signed else frozenset()
+        ck.extra.extend(prefix + rel for rel in present if rel not in expected and rel not in allowed)
     return ck.result(target)
 
 
 def check_copy(layout: str, path: str, files: Sequence[ExpectedFile], cache: StatCache, *,
-               deep: bool = False) -> CopyCheck:
+               deep: bool = False, signed: bool = True,
+               refs: Mapping[tuple[str, str], Sequence[str]] | None = None,
+               moved: Mapping[str, frozenset[str]] | None = None) -> CopyCheck:
     """Never raises for what is on disk: an unreadable copy is reported as drifted, with the reason."""
     p = Path(path)
     try:
         if layout == "hf-cache":
             if len(p.parents) < 3:
                 return _Checker(cache, deep).result(f"{p} is not an HF cache snapshot path (ROOT/models--*/snapshots/C)")
-            return check_cache_copy(p, files, cache, deep=deep)
-        return check_dir_copy(p, files, cache, deep=deep)
+            return check_cache_copy(p, files, cache, deep=deep, signed=signed, refs=refs, moved=moved)
+        return check_dir_copy(p, files, cache, deep=deep, signed=signed)
     except OSError as exc:
         return _Checker(cache, deep).result(f"cannot read {exc.filename or p}: {exc.strerror or exc}")

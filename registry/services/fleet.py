@@ -55,6 +55,7 @@ class Drift:
     store_lost: tuple[str, ...] = ()
     more: int = 0
     signature: str = ""  # why the copy's model.sig is a finding (unsigned / bad-signature), when it is
+    leftovers: tuple[str, ...] = ()  # temp files and staging folders of killed deploys (deploy again removes them)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "Drift":
@@ -62,17 +63,18 @@ class Drift:
             return NO_DRIFT
         return cls(data.get("target"), tuple(data.get("changed", ())), tuple(data.get("missing", ())),
                    tuple(data.get("extra", ())), tuple(data.get("store_lost", ())), int(data.get("more", 0)),
-                   str(data.get("signature", "")))
+                   str(data.get("signature", "")), tuple(data.get("leftovers", ())))
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "changed": list(self.changed), "missing": list(self.missing),
                 "extra": list(self.extra), "store_lost": list(self.store_lost), "more": self.more,
-                "signature": self.signature}
+                "signature": self.signature, "leftovers": list(self.leftovers)}
 
     def summary(self) -> str:
         parts = [self.target] if self.target else []
         for label, items in (("changed", self.changed), ("missing", self.missing), ("extra", self.extra),
-                             ("store lost", self.store_lost)):
+                             ("store lost", self.store_lost),
+                             ("left by a killed deploy (deploy again removes it)", self.leftovers)):
             if items:
                 parts.append(f"{label}: {', '.join(items)}")
         if self.more:

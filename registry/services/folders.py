@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -81,11 +82,22 @@ def scan_folder(path: Path | str) -> Folder:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             try:
                 check_relative_path(rel)
-            except ValueError as exc:
-                raise InvalidPath(f"{full}: unusable file name: {exc}", details={"path": rel}) from exc
+            except ValueError as exc:  # the message must print on any terminal: no raw surrogates in it
+                shown = os.fsencode(full).decode("utf-8", "backslashreplace")
+                raise InvalidPath(f"{shown}: unusable file name: {exc}",
+                                  details={"path": os.fsencode(rel).decode("utf-8", "backslashreplace")}) from None
             target = full
             if full.is_symlink():
-                target = full.resolve()
+                try:
+                    target = full.resolve(strict=True)
+                except RuntimeError as exc:  # Python 3.11's "Symlink loop from ..."
+                    raise InvalidPath(f"{full}: a symlink loop ({exc}); remove the link or point it at a file",
+                                      details={"path": rel}) from None
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        raise InvalidPath(f"{full}: a symlink loop; remove the link or point it at a file",
+                                          details={"path": rel}) from None
+                    raise InvalidPath(f"{full}: broken symlink ({exc.strerror})", details={"path": rel}) from None
                 if not target.is_relative_to(allowed_root):
                     raise InvalidPath(
                         f"{full}: symlink points outside the model folder (to {target}); refusing to import it",
@@ -95,6 +107,8 @@ def scan_folder(path: Path | str) -> Folder:
                 st = target.stat()
             except FileNotFoundError as exc:
                 raise InvalidPath(f"{full}: broken symlink", details={"path": rel}) from exc
+            except OSError as exc:
+                raise InvalidPath(f"{full}: cannot read it: {exc.strerror}", details={"path": rel}) from None
             if not stat.S_ISREG(st.st_mode):
                 raise InvalidPath(f"{full}: not a regular file", details={"path": rel})
             files[rel] = target

@@ -26,6 +26,7 @@ from registry.errors import (
 from registry.formats import check_files
 from registry.loaders import REQUIRED_FILES, REQUIRED_ROLES
 from registry.loaders.materialize import materialize
+from registry.manifest.jsonread import parse_json
 from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import curated_manifest_path, load_manifest_file
 from registry.services.context import Registry
@@ -185,13 +186,11 @@ def gate(reg: Registry, spec: str, *, as_base: bool = False, allow_quarantined: 
 
 def checkpoint_dtype(gated: Gated) -> str | None:
     """The dtype the checkpoint declares in its config (``dtype`` or ``torch_dtype``), if any."""
-    import json
-
     for comp in gated.resolved.components:
         if comp.role in ("weights", "base", "config") and any(f.path == "config.json" for f in comp.files):
             try:
-                config = json.loads((gated.folders[comp.repo] / "config.json").read_text())
-            except (OSError, ValueError):
+                config = parse_json((gated.folders[comp.repo] / "config.json").read_bytes(), "config.json")
+            except (OSError, RegistryError):
                 return None
             value = config.get("dtype") or config.get("torch_dtype")
             return value if isinstance(value, str) else None
