@@ -36,6 +36,7 @@ from registry.catalog.models import Model, SmokeRun
 from registry.catalog.queries import find_model
 from registry.errors import ConflictError, IntegrityError, StorageError, UsageError
 from registry.hashing import CHUNK, SHA1_RE, SHA256_RE
+from registry.killpoints import killpoint
 from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import REPO_ID_RE
 from registry.paths import check_relative_path
@@ -456,11 +457,14 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
                 skipped += 1
                 continue
             _copy_blob(reg, reader, sha, meta)
+            killpoint("import:after-blob-copy")
             written += 1
             nbytes += meta["size"]
     finally:
         reader.close()
+    killpoint("import:after-blobs")  # every blob stored, the catalog not told
     _record(reg, models, path, signatures)
+    killpoint("import:after-commit")
     release_proven(reg, set(blobs))
     return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
                         nbytes)
