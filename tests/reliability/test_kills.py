@@ -214,3 +214,65 @@ def test_kill_9_pull(tmp_path, trials):
         _run_kills(t, tmp_path, template, lambda h: ["pull", "test-org/kill-bert", "--endpoint", sim.url],
                    ["pull:after-staging", "pull:after-blob-rename", "pull:after-commit"])
     assert t.escaped == []
+
+
+# ---- concurrency ---------------------------------------------------------------------------------------
+
+@pytest.mark.hubclient
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_four_pullers_into_one_postgres_catalog_and_one_store(registry_env, reg, tmp_path, trials):
+    from tests.hubsim import HubSim
+    from tests.pull_helpers import ADAPTER, BASE, make_adapter, make_base, pull_process
+
+    t = trials("concurrency: 4 pullers")
+    sim = HubSim()
+    sim.add_repo(BASE, make_base(tmp_path / "up" / "base"))
+    sim.add_repo(ADAPTER, make_adapter(tmp_path / "up" / "adapter"))
+    with sim:
+        sim.faults.throttle = 4 * 1024 * 1024  # slow enough that the four overlap
+        procs = [pull_process(registry_env, name, "--endpoint", sim.url) for name in (ADAPTER, BASE, ADAPTER, BASE)]
+        outs = [p.communicate(timeout=300) for p in procs]
+    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+        t.record(f"puller {i}: exit {p.returncode}: {err[-300:]}", p.returncode == 0)
+    with reg.catalog.reader() as s:
+        referenced = set(s.scalars(select(File.blob_sha256)))
+        names = sorted(m.name for m in s.scalars(select(Model)))
+    stored = [sha for sha, _ in reg.store.iter_blobs()]
+    t.record(f"one copy of each blob: {len(stored)} stored, {len(referenced)} referenced",
+             sorted(stored) == sorted(referenced) and reg.store.stray_files() == [])
+    t.record(f"models {names}", names == sorted([ADAPTER, BASE]))
+    v = run_in_process("verify")
+    t.record(f"verify exit {v.exit_code}: {v.stdout[-300:]}", v.exit_code == 0)
+    assert t.escaped == []
+
+
+@pytest.mark.hubclient
+def test_gc_during_a_pull_leaves_the_pulls_blobs(registry_env, reg, tmp_path, trials):
+    from tests.conftest import write_json, write_safetensors
+    from tests.hubsim import HubSim
+    from tests.pull_helpers import pull_process
+
+    t = trials("concurrency: gc during pull")
+    folder = tmp_path / "big"
+    write_json(folder / "config.json", {"model_type": "bert", "hidden_size": 1024})
+    write_safetensors(folder / "model.safetensors", {"w": ("F32", [1024, 1024])})  # 4 MiB
+    write_safetensors(folder / "extra.safetensors", {"v": ("F32", [64, 64])})
+    sim = HubSim()
+    sim.add_repo("test-org/big", folder)
+    with sim:
+        sim.faults.throttle = 2 * 1024 * 1024
+        proc = pull_process(registry_env, "test-org/big", "--endpoint", sim.url)
+        gcs = 0
+        while proc.poll() is None:
+            g = run_in_process("gc", "--grace", "0")
+            gcs += 1
+            t.record(f"gc {gcs} during the pull: exit {g.exit_code}: {g.stderr[-200:]}", g.exit_code == 0)
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=300)
+    t.record(f"the pull: exit {proc.returncode}: {err[-300:]}", proc.returncode == 0)
+    v = run_in_process("verify")
+    t.record(f"verify after: exit {v.exit_code}: {v.stdout[-300:]}", v.exit_code == 0)
+    with reg.catalog.reader() as s:
+        missing = [sha for sha in s.scalars(select(File.blob_sha256)) if not reg.store.path_for(sha).is_file()]
+    t.record(f"the pull's blobs survive: missing {missing}", not missing)
+    assert t.escaped == []
