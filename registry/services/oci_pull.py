@@ -20,13 +20,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
 from registry.catalog import states
 from registry.catalog.models import Blob
-from registry.errors import IncompleteModel, IntegrityError, StorageError, UsageError
+from registry.errors import IncompleteModel, IntegrityError, SignatureError, StorageError, UsageError
 from registry.fetch.progress import NullProgress, Progress
 from registry.formats import check_files
 from registry.hashing import blake3_file, lfs_pointer_oid
@@ -41,6 +42,7 @@ from registry.services.context import Registry
 from registry.services.ingest import release_sharing
 from registry.services.parallel import Stopped, Tally, run_all
 from registry.services.record import RepoSource, record_model
+from registry.services.signature_transfer import Pending, check_bundle_signatures, record_signatures
 from registry.services.register import RegisterResult, register_after_ingest
 from registry.store.blobs import BlobStore, BlobWriter
 
@@ -371,7 +373,7 @@ def _order(by_key: dict[tuple[str, str], _Artifact], top: _Artifact) -> list[_Ar
     return out
 
 
-def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any]) -> str:
+def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any], signatures: Sequence[Pending]) -> str:
     """One transaction for every model; a unique-key race with a concurrent pull retries."""
     for attempt in range(4):
         try:
@@ -392,6 +394,7 @@ def _record(reg: Registry, ordered: list[_Artifact], event: dict[str, Any]) -> s
                     state = model.state
                     reg.log(session, "oci.pull", m["name"], commit=m["commit"], root_digest=resolved.root_digest,
                             state=state, **event)
+                record_signatures(session, signatures, reg.settings.actor)
                 return state
         except (sa_exc.IntegrityError, sa_exc.OperationalError) as exc:
             if attempt == 3:
@@ -411,10 +414,15 @@ def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None =
                         connections=workers + 2) as client:
         try:
             top, by_key = _read_all(client, ref)
+            records = [art.record for art in by_key.values() if art.record is not None]
+            # every carried signature must be over the records' digests, and a trust policy must be met, before a byte
+            signatures = check_bundle_signatures(
+                reg, {"signatures": [s for r in records for s in r.get("signatures", [])]}, records,
+                origin=top.where, doing="OCI pull; nothing was recorded")
             needs = _needs(by_key)
             fetcher = _Fetcher(reg, client, ref.repository, top.where, progress or NullProgress(), workers)
             fetcher.fetch_all(needs)
-        except (IntegrityError, IncompleteModel) as exc:
+        except (IntegrityError, IncompleteModel, SignatureError) as exc:
             reg.log_now("oci.pull.refused", reference, host=ref.host, repository=ref.repository,
                         error=type(exc).__name__, message=exc.message)
             raise
@@ -430,7 +438,7 @@ def pull_oci(reg: Registry, reference: str, *, credentials: Credentials | None =
     state = _record(reg, ordered, {
         "reference": str(pinned), "host": ref.host, "repository": ref.repository, "tag": ref.tag,
         "digest": top.parsed.digest, "blobs": sorted(needs), "downloaded_files": fetcher.stats["downloaded_files"],
-        "downloaded_bytes": fetcher.stats["downloaded_bytes"]})
+        "downloaded_bytes": fetcher.stats["downloaded_bytes"]}, signatures)
     resolved = top.resolved
     released = tuple(key for art in ordered if art.resolved is not None for key in release_sharing(reg, art.resolved))
     files = [f for c in resolved.components for f in c.files]

@@ -30,6 +30,7 @@ from registry.oci.client import RegistryClient
 from registry.oci.modelpack import BuiltArtifact, Dependency, FileLayer, build_artifact, media_type_for
 from registry.oci.reference import DEFAULT_TAG, parse_reference
 from registry.services.bundle import STATES, model_record
+from registry.services.signature_transfer import bundle_signatures
 from registry.services.context import Registry
 from registry.services.parallel import Stopped, Tally, run_all
 
@@ -119,6 +120,10 @@ def _plan(reg: Registry, spec: str) -> tuple[dict[tuple[str, str], _Unit], tuple
 
         visit(top, 0)
         top_key = (top.name, top.revision.commit_sha)
+    for unit in units.values():
+        if unit.record is not None:
+            # the model's signatures travel in its record, as in a bundle: a pull checks them and its trust policy
+            unit.record["signatures"] = bundle_signatures(reg, [unit.record])
     missing = sorted({f.sha256 for u in units.values() for f in u.files.values() if not reg.store.has(f.sha256)})
     if missing:
         raise StorageError(f"{len(missing)} blob(s) of {spec} are not in the store (first: {missing[0]}); run "

@@ -88,10 +88,14 @@ def bundle_signatures(reg: Registry, models: Sequence[Mapping[str, Any]]) -> lis
     return out
 
 
-def check_bundle_signatures(reg: Registry, data: Mapping[str, Any], models: Sequence[Mapping[str, Any]]
-                            ) -> list[Pending]:
+def check_bundle_signatures(reg: Registry, data: Mapping[str, Any], models: Sequence[Mapping[str, Any]], *,
+                            origin: str = "bundle.json", doing: str = "import; nothing was imported") -> list[Pending]:
     """The bundle's signatures, each checked against the digests the bundle itself records; with a trust policy,
-    every model must also be covered by trusted signatures (carried, or already in the catalog)."""
+    every model must also be covered by trusted signatures (carried, or already in the catalog). ``origin`` names
+    where the records came from (bundle.json, an OCI artifact's record) and ``doing`` the refusal's outcome."""
+    def _refuse(entry: str, why: str) -> SignatureError:
+        return SignatureError(f"{origin}: {entry}: {why}; {doing.split('; ', 1)[-1]}", details={"entry": entry})
+
     raw = data.get("signatures", [])
     if not isinstance(raw, list):
         raise _refuse("signatures", "is not a list")
@@ -117,9 +121,9 @@ def check_bundle_signatures(reg: Registry, data: Mapping[str, Any], models: Sequ
         if not signer_ok:
             raise _refuse(f"signatures[{i}]", f"{where}: malformed signer")
         try:
-            cand = external_candidate(entry["bundle"].encode(), f"bundle.json: {where}")
+            cand = external_candidate(entry["bundle"].encode(), f"{origin}: {where}")
             if cand.method != entry["method"] or (cand.method == "key" and cand.signer not in ("", entry["signer"])):
-                raise SignatureError(f"bundle.json: {where}: its model.sig names another signer "
+                raise SignatureError(f"{origin}: {where}: its model.sig names another signer "
                                      f"({short(cand.signer) or cand.method}) (tampered)")
             statement = oms.parse_statement(*_payload(cand), cand.origin)
         except SignatureError as exc:
@@ -147,17 +151,13 @@ def check_bundle_signatures(reg: Registry, data: Mapping[str, Any], models: Sequ
                         problems.append(f"{repo}@{rev_commit[:12]}: " + ("; ".join(proof) or "not signed")
                                         + f" (trusted: {gate.policy.describe(repo)})")
                 if problems:
-                    raise untrusted(name, commit, "import; nothing was imported", gate.policy, problems)
+                    raise untrusted(name, commit, doing, gate.policy, problems)
     return pending
 
 
 def _payload(cand: Candidate) -> tuple[str, bytes]:
     bundle = oms.parse_bundle(cand.bundle, cand.origin)
     return bundle.payload_type, bundle.payload
-
-
-def _refuse(entry: str, why: str) -> SignatureError:
-    return SignatureError(f"bundle.json: {entry}: {why}; nothing was imported", details={"entry": entry})
 
 
 # ---- pull ---------------------------------------------------------------------------------------------------
