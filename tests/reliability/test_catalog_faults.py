@@ -34,7 +34,7 @@ def _ok_error(r, *needles: str, code: int) -> bool:
     """A clear error: the exit code, no traceback or internal error, and every needle in the message."""
     text = r.stderr
     return (r.exit_code == code and "Traceback" not in text and "internal error" not in text
-            and all(n in text for n in needles))
+            and all(n.lower() in text.lower() for n in needles))
 
 
 @pytest.fixture
