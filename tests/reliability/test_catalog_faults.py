@@ -192,7 +192,7 @@ def test_a_really_full_disk_under_the_catalog_is_exit_10(tmp_path, trials):
         keep = sqlite3.connect(mnt / "catalog.db")
         keep.execute("PRAGMA journal_mode=WAL")
         keep.execute("SELECT count(*) FROM models").fetchall()
-        with open(mnt / "filler", "wb") as f:
+        with open(mnt / "filler", "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 4096)
