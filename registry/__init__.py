@@ -48,6 +48,7 @@ _API = {
 _ERRORS = ("RegistryError", "UsageError", "InvalidPath", "ManifestError", "NotFound", "ModelNotFound", "RepoNotFound",
            "RevisionNotFound", "EntryNotFound", "CatalogNotFound", "IncompleteModel", "IntegrityError", "FormatError",
            "SchemaOutOfDate", "UpstreamError", "EndpointUnreachable", "AuthError", "ConflictError", "StorageError",
+           "CatalogDamaged",
            "SmokeFailed", "MissingExtra", "VerificationFailed", "SignatureError")
 _API.update({name: f"registry.errors:{name}" for name in _ERRORS})
 

@@ -22,6 +22,7 @@ turns exceptions into exit codes. Messages say what was wrong and what to do abo
     │   └── AuthError                  exit 8  401/403: set HF_TOKEN
     ├── ConflictError                  exit 9  state does not allow the operation
     ├── StorageError                   exit 10 disk full, unwritable store
+    │   └── CatalogDamaged                     the catalog database file is corrupt, truncated or lacks a table
     ├── SmokeFailed                    exit 11 the smoke inference failed; the model is quarantined
     ├── MissingExtra                   exit 12 an optional dependency (torch, peft, ...) is not installed
     │   └── BrokenExtra                        installed, but it (or a library it needs) cannot be imported here
@@ -146,6 +147,13 @@ class ConflictError(RegistryError):
 class StorageError(RegistryError):
     exit_code = 10
     kind = "storage"
+
+
+class CatalogDamaged(StorageError):
+    """The catalog database is not a readable catalog (garbage, truncation, a dropped table): restore it from a
+    backup. ``details``: url, reason."""
+
+    kind = "catalog-damaged"
 
 
 class SmokeFailed(RegistryError):

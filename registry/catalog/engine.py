@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import CatalogNotFound, RegistryError, SchemaOutOfDate, StorageError
+from registry.errors import CatalogDamaged, CatalogNotFound, RegistryError, SchemaOutOfDate, StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "registry_read_only"
@@ -42,15 +42,77 @@ def create_catalog_engine(url: str) -> Engine:
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+        _translate_errors(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    _translate_errors(engine)
+    return engine
+
+
+# What the database says when the catalog itself is damaged, or its disk is full. SQLite: the messages of
+# SQLITE_NOTADB, SQLITE_CORRUPT, SQLITE_FULL and SQLITE_IOERR; Postgres: SQLSTATE classes 53 (insufficient
+# resources) and XX001/XX002 (data or index corrupted), and 42P01 (a table that is not there).
+_SQLITE_DAMAGED = ("file is not a database", "database disk image is malformed", "malformed database schema")
+_SQLITE_FULL = ("database or disk is full",)
+_MISSING_TABLE = ("no such table", "does not exist")
+
+
+def _translate_errors(engine: Engine) -> None:
+    """Every database error of this engine that means "the catalog file is damaged" or "the disk is full"
+    becomes a clear registry error naming the catalog and what to do (never a traceback)."""
+
+    @event.listens_for(engine, "handle_error")
+    def _handle(ctx) -> None:  # type: ignore[no-untyped-def]
+        error = catalog_error(engine, ctx.original_exception)
+        if error is not None:
+            raise error from ctx.original_exception
+
+
+def catalog_error(engine: Engine, exc: BaseException) -> RegistryError | None:
+    """The registry error for a database error that is the catalog's own fault (damage, a full disk), else None
+    (a lock timeout, a unique-key race: the caller's to handle)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    sqlstate = str(getattr(exc, "sqlstate", "") or "")
+    where = _where(engine)
+    if any(m in lowered for m in _SQLITE_FULL) or sqlstate.startswith("53") or getattr(exc, "errno", None) == 28:
+        return StorageError(
+            f"no space left for the catalog {where} ({text}); free space on its disk and run the command again "
+            "(the transaction was rolled back: nothing partial was recorded)",
+            details={"url": _url(engine), "reason": text})
+    missing = ("no such table" in lowered or ("relation" in lowered and "does not exist" in lowered)
+               or sqlstate == "42P01")
+    if missing and "alembic_version" not in lowered:
+        return CatalogDamaged(
+            f"the catalog {where} is damaged: {text} (its schema is stamped current, but a table is gone); restore "
+            "the catalog from a backup (or point REGISTRY_DATABASE_URL at a good one). The store's blobs are "
+            "untouched",
+            details={"url": _url(engine), "reason": text})
+    if any(m in lowered for m in _SQLITE_DAMAGED) or sqlstate in ("XX001", "XX002"):
+        return CatalogDamaged(
+            f"the catalog {where} is damaged ({text}): it is not a readable SQLite catalog any more (overwritten, "
+            "truncated or corrupted). Restore it from a backup; the store's blobs are untouched. Moving the file "
+            "aside starts an empty catalog, which does not know the stored models",
+            details={"url": _url(engine), "reason": text})
+    return None
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string()
+
+
+def _where(engine: Engine) -> str:
+    if engine.dialect.name == "sqlite":
+        return f"file {engine.url.database}"
+    return f"database {engine.url.database!r} on {engine.url.host or 'localhost'}"
 
 
 class Catalog:
     """An engine whose schema is known to be at the migrations' head."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, created: bool = False) -> None:
         self.engine = engine
+        self.created = created  # this process created (first-migrated) the catalog just now
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(engine.execution_options(**{READ_ONLY_OPTION: True}),
                                            expire_on_commit=False)
@@ -76,12 +138,13 @@ SCHEMA_HEAD = "0005"
 def open_catalog(url: str, *, migrate_fresh: bool = True) -> Catalog:
     """Open the catalog; a fresh database is migrated, an out-of-date one refused."""
     engine = create_catalog_engine(url)
+    created = False
     try:
         if _stamped_revision(engine) != SCHEMA_HEAD:
-            _check_or_migrate(engine, migrate_fresh=migrate_fresh)
+            created = _check_or_migrate(engine, migrate_fresh=migrate_fresh)
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc
-    return Catalog(engine)
+    return Catalog(engine, created=created)
 
 
 def _stamped_revision(engine: Engine) -> str | None:
@@ -100,8 +163,8 @@ def _is_missing_table(exc: Exception) -> bool:
     return "no such table" in text or "does not exist" in text and "relation" in text
 
 
-def _check_or_migrate(engine: Engine, *, migrate_fresh: bool) -> None:
-    """The slow path: migrate a fresh catalog, or explain why this one is refused.
+def _check_or_migrate(engine: Engine, *, migrate_fresh: bool) -> bool:
+    """The slow path: migrate a fresh catalog (returns True), or explain why this one is refused.
 
     Runs under a lock so that two commands starting at once on a new home take turns: the second one
     waits, then finds the schema at head instead of a half-created one.
@@ -112,10 +175,11 @@ def _check_or_migrate(engine: Engine, *, migrate_fresh: bool) -> None:
         current = migrate.current_revision(engine)
         head = migrate.head_revision(engine)
         if current == head:
-            return  # another process migrated it while we waited
+            return False  # another process migrated it while we waited
         if current is None and migrate.is_empty(engine) and migrate_fresh:
             migrate.upgrade(engine)
-        elif current is not None and not migrate.known_revision(engine, current):
+            return True
+        if current is not None and not migrate.known_revision(engine, current):
             raise SchemaOutOfDate(
                 f"the catalog schema is at revision {current!r}, which this registry does not know (was it migrated "
                 f"by a newer registry?); upgrade this registry's package, then run: registry db upgrade",

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from registry.cli.base import app, echo, emit_json
+from registry.cli.base import OPENED, app, echo, emit_json, print_registry_notes
 from registry.cli.progress import set_quiet, silence_library_bars
 from registry.config import package_version
 from registry.errors import RegistryError
@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     silence_library_bars()
     args = [a for a in args if a not in ("--debug", "--quiet", "-q")]
     want_json = "--json" in args
+    OPENED.clear()
+    try:
+        return _run(args, debug=debug, want_json=want_json)
+    finally:
+        print_registry_notes()
+
+
+def _run(args: list[str], *, debug: bool, want_json: bool) -> int:
     try:
         # standalone mode: typer/click print usage errors themselves and exit 2 through SystemExit;
         # our own errors propagate to here.
@@ -76,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         print("registry: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clear line and exit 70
+        mapped = _environment_error(exc)
+        if mapped is not None:
+            if debug:
+                traceback.print_exc()
+            if want_json:
+                emit_json(mapped.to_dict())
+            print(f"registry: error: {mapped.message}", file=sys.stderr)
+            return mapped.exit_code
         if debug:
             traceback.print_exc()
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -85,6 +101,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"registry: internal error ({detail}): this is a bug in the registry; rerun with --debug "
               f"(registry --debug {' '.join(args)}) and report the traceback", file=sys.stderr)
         return BUG_EXIT_CODE
+
+
+def _environment_error(exc: BaseException) -> RegistryError | None:
+    """A full disk is the environment's fault, not a bug: ENOSPC from any write, or SQLITE_FULL from SQLite's
+    own writes (the stat cache's, the catalog's: registry/catalog/engine.py maps the catalog's with its name)."""
+    import errno
+    import sqlite3
+
+    from registry.errors import StorageError
+
+    seen = exc
+    for _ in range(5):  # the exception, and what it wraps (sqlalchemy's .orig, a __cause__)
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageError(f"no space left on the device ({seen}); free space and run the command again "
+                                "(nothing partial was recorded)", details={"errno": seen.errno})
+        if isinstance(seen, sqlite3.OperationalError) and "database or disk is full" in str(seen):
+            return StorageError(f"no space left for a database of the registry ({seen}); free space and run the "
+                                "command again (nothing partial was recorded)", details={"reason": str(seen)})
+        nxt = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+        if not isinstance(nxt, BaseException):
+            break
+        seen = nxt
+    return None
 
 
 if __name__ == "__main__":

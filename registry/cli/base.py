@@ -51,11 +51,29 @@ def exit_reported(error: type[RegistryError]) -> NoReturn:
     raise typer.Exit(error.exit_code)
 
 
+# the registries this command opened: main() prints their notes when the command ends
+OPENED: list[Any] = []
+
+
 def open_registry(**overrides: Any):  # -> Registry (imported lazily: keeps `--help` fast)
     """The registry from the environment; ``overrides`` (e.g. ``trust_file`` from --trust) win when not None."""
     from registry.services.context import Registry
 
-    return Registry.open(Settings.from_env(**overrides))
+    registry = Registry.open(Settings.from_env(**overrides))
+    OPENED.append(registry)
+    return registry
+
+
+def print_registry_notes() -> None:
+    """The notes of every registry this command opened (a damaged stat cache rebuilt, a new catalog over a full
+    store, dead operations' leftovers cleaned), on stderr."""
+    seen: set[str] = set()
+    for registry in OPENED:
+        for text in registry.notes():
+            if text not in seen:
+                seen.add(text)
+                note(f"registry: note: {text}")
+    OPENED.clear()
 
 
 def jsonable(value: Any) -> Any:

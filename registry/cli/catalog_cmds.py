@@ -144,6 +144,8 @@ def verify_cmd(
             echo(f"released (every blob intact again): {', '.join(report.released)}")
         if report.stray:
             echo(f"{plural(len(report.stray), 'temp/partial file')} from interrupted writes (removed by `registry gc`)")
+        for line in report.notes:
+            echo(f"note: {line}")
         if report.ok:
             echo("clean")
     if not report.ok:

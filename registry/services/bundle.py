@@ -38,6 +38,7 @@ from registry.catalog.models import Model, SmokeRun
 from registry.catalog.queries import find_model
 from registry.errors import ConflictError, IntegrityError, StorageError, UsageError
 from registry.hashing import CHUNK, SHA1_RE, SHA256_RE
+from registry.killpoints import killpoint
 from registry.manifest.resolve import ResolvedManifest
 from registry.manifest.schema import REPO_ID_RE
 from registry.catalog.models import LINEAGE_RELATIONS
@@ -713,6 +714,7 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
                     skipped += 1
                     continue
                 staged.append(_stage_blob(reg, reader, sha, meta))
+                killpoint("import:after-blob-copy")
                 written += 1
                 nbytes += meta["size"]
             # every blob checked out: only now does any go under its name (a refusal above leaves the store as it was)
@@ -723,7 +725,9 @@ def import_bundle(reg: Registry, path: Path | str) -> ImportResult:
                 reg.store.discard(leftover)
     finally:
         reader.close()
+    killpoint("import:after-blobs")  # every blob stored, the catalog not told
     _record(reg, models, path, signatures, disagreements)
+    killpoint("import:after-commit")
     release_proven(reg, set(blobs))
     return ImportResult(str(path), reader.format, tuple(_summary(m) for m in models), len(blobs), written, skipped,
                         nbytes, tuple(disagreements.values()))

@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from registry.catalog.models import File
 from registry.hashing import SHA256_RE
+from registry.killpoints import killpoint
 from registry.services.context import Registry
 from registry.store.blobs import PARTIAL_SUFFIX
 from registry.store.leases import LeaseInfo
@@ -206,6 +207,7 @@ def execute_gc(reg: Registry, plan: GcPlan) -> GcResult:
                 if reg.store.remove_locked(sha):
                     removed.append(sha)
                     freed += action.size
+                    killpoint("gc:after-blob-remove")
             continue
         path = Path(action.path)
         if action.kind == "stale-lease":
@@ -223,6 +225,7 @@ def execute_gc(reg: Registry, plan: GcPlan) -> GcResult:
             path.unlink(missing_ok=True)
         stray.append(action.path)
         freed += action.size
+    killpoint("gc:before-log")
     reg.stat_cache.forget(removed)
     if removed or stray:
         reg.log_now("gc", "store", blobs_removed=len(removed), stray_removed=len(stray), bytes_freed=freed,
@@ -245,5 +248,6 @@ def collect_garbage(reg: Registry, *, dry_run: bool = False, grace_seconds: floa
         return _result(plan, dry_run=True, removed=[a.sha256 for a in plan.actions if a.kind == "blob" and a.sha256],
                        stray=[a.path for a in plan.actions if a.kind in ("partial", "temp", "link-folder")],
                        freed=plan.bytes_to_free, skipped=[])
+    killpoint("gc:after-plan")
     return execute_gc(reg, plan)
 

@@ -35,6 +35,7 @@ from sqlalchemy import select as sa_select
 from registry.catalog.models import Model
 from registry.errors import ConflictError, IncompleteModel, IntegrityError, RegistryError, StorageError
 from registry.formats import check_files
+from registry.killpoints import killpoint
 from registry.manifest.resolve import LockedFile, ResolvedManifest, Selection
 from registry.manifest.schema import Manifest
 from registry.services.context import Registry
@@ -128,6 +129,7 @@ def run(reg: Registry, source: Source, plan: Plan,
         early = source.readable_now(plan)
         pickles = check_formats(plan, early) if early is not None else ()
         acquired = source.acquire(plan)
+        killpoint(f"{source.action}:after-staging")  # add: staged in tmp/<op>/; pull: downloaded, in place
         try:
             if acquired.problems:
                 raise IntegrityError("files do not match the manifest's digests:\n  " + "\n  ".join(acquired.problems),
@@ -139,6 +141,7 @@ def run(reg: Registry, source: Source, plan: Plan,
             if approve is not None:
                 approve(resolved)
             new_blobs = source.keep()
+            killpoint(f"{source.action}:after-blob-rename")  # blobs under their names, the catalog not told
         finally:
             source.release()
     except (IncompleteModel, IntegrityError, ConflictError) as exc:
@@ -146,6 +149,7 @@ def run(reg: Registry, source: Source, plan: Plan,
         raise
     commit = sources[plan.name].commit
     state = record(reg, source.action, resolved, sources, source.event(plan, resolved, commit))
+    killpoint(f"{source.action}:after-commit")
     released = release_sharing(reg, resolved)
     return Recorded(resolved, commit, state, pickles, new_blobs, released)
 

@@ -46,6 +46,9 @@ class VerifyReport:
     quarantined: tuple[str, ...]
     stray: tuple[str, ...]  # temp/partial files of interrupted writes (informational)
     released: tuple[str, ...] = ()  # models whose blob-caused quarantine ended: every blob of theirs is intact
+    # leftovers that are not problems: blobs of a running or just-interrupted operation, staging folders of
+    # running operations; `registry gc` removes what is still unreferenced once past its grace
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -78,10 +81,9 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
         for model_key, repo, path in users[check.sha256]:
             problems.append(FileProblem(model_key, repo, path, check.sha256, check.status, check.reason or ""))
             bad_models.add(model_key)
+    notes: list[str] = []
     if not names:
-        for sha, _path in reg.store.iter_blobs():
-            if sha not in referenced:
-                problems.append(FileProblem(None, None, None, sha, "extra", "blob not referenced by the catalog"))
+        problems.extend(_extras(reg, referenced, notes))
     quarantined = _quarantine(reg, [mid for mid, key in model_keys if key in bad_models], problems)
     key_of_id = dict(model_keys)
     released = _release(reg, [mid for mid in blob_quarantined if key_of_id[mid] not in bad_models])
@@ -98,7 +100,47 @@ def verify(reg: Registry, names: Sequence[str] = (), *, deep: bool = False,
         quarantined=quarantined,
         stray=tuple(str(p) for p in reg.store.stray_files()),
         released=released,
+        notes=tuple(notes),
     )
+
+
+def _extras(reg: Registry, referenced: set[str], notes: list[str]) -> list[FileProblem]:
+    """Blobs no catalog row references. One that a running operation claims (its lease), or younger than gc's
+    grace (an add, pull or import that was refused or killed before its catalog commit), is a leftover, noted;
+    an old one nobody claims is a problem ("extra")."""
+    import time
+
+    from registry.services.gc import DEFAULT_GRACE_S
+
+    claimed = {sha for lease in reg.store.leases() if lease.live for sha in lease.digests}
+    cutoff = time.time() - DEFAULT_GRACE_S
+    young = leased = 0
+    problems: list[FileProblem] = []
+    for sha, path in reg.store.iter_blobs():
+        if sha in referenced:
+            continue
+        if sha in claimed:
+            leased += 1
+            continue
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if mtime > cutoff:
+            young += 1
+        else:
+            problems.append(FileProblem(None, None, None, sha, "extra", "blob not referenced by the catalog"))
+    if leased:
+        notes.append(f"{leased} unreferenced blob(s) belong to an operation running now (it records them when it "
+                     "ends)")
+    if young:
+        notes.append(f"{young} unreferenced blob(s) younger than gc's grace ({DEFAULT_GRACE_S / 3600:g} h): "
+                     "left by an add, pull or import that was refused or interrupted before its catalog commit "
+                     "(a rerun reuses them); `registry gc` removes them once past the grace")
+    running = sum(1 for _folder, live in reg.store.staging_folders() if live)
+    if running:
+        notes.append(f"{running} staging folder(s) in {reg.store.root / 'tmp'} belong to operations running now")
+    return problems
 
 
 def _model_keys(session: Session, names: Sequence[str]) -> list[tuple[int, str]]:

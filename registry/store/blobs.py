@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -21,7 +22,7 @@ from typing import BinaryIO
 
 from registry.errors import IntegrityError, StorageError, UsageError
 from registry.hashing import CHUNK, SHA256_RE, Digests, MultiHasher, blake3_file, hash_stream
-from registry.store.leases import Lease, LeaseInfo, read_leases
+from registry.store.leases import LEASE_SUFFIX, Lease, LeaseInfo, lease_is_live, read_leases
 from registry.store.statcache import StatCache, StatKey
 
 PARTIAL_SUFFIX = ".partial"
@@ -127,13 +128,45 @@ class BlobStore:
                         yield f.name, f
 
     def stray_files(self) -> list[Path]:
-        """Temp and partial files left by interrupted writes (safe to delete when nothing runs)."""
+        """Temp and partial files left by interrupted writes (safe to delete when nothing runs); the staging
+        folder of a running operation (``tmp/<lease id>/``) is its own, and is not listed."""
         out: list[Path] = []
         if self._tmp.is_dir():
             out.extend(p for p in self._tmp.iterdir() if p.is_file())
         if self._objects.is_dir():
             out.extend(p for p in self._objects.glob("*/*/*") if not SHA256_RE.match(p.name))
         return sorted(out)
+
+    def staging_folders(self) -> list[tuple[Path, bool]]:
+        """Each operation's staging folder ``tmp/<lease id>/`` and whether its owner still runs (holds the lease)."""
+        if not self._tmp.is_dir():
+            return []
+        return [(p, lease_is_live(self._leases / f"{p.name}{LEASE_SUFFIX}"))
+                for p in sorted(self._tmp.iterdir()) if p.is_dir()]
+
+    def clean_dead_staging(self) -> list[Path]:
+        """Remove the staging folders of operations that died (kill -9, power cut) and the leases they left;
+        returns what was removed. Every command runs this when it opens the registry."""
+        removed: list[Path] = []
+        for folder, live in self.staging_folders():
+            if live:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            lease = self._leases / f"{folder.name}{LEASE_SUFFIX}"
+            if lease.exists() and not lease_is_live(lease):
+                lease.unlink(missing_ok=True)
+            removed.append(folder)
+        return removed
+
+    def _staging_dir(self) -> Path:
+        """Where this process stages: the folder of its innermost running operation, else ``tmp/`` itself."""
+        with self._active_lock:
+            active = self._active[-1] if self._active else None
+        if active is None:
+            return self._tmp
+        folder = self._tmp / active.path.name[: -len(LEASE_SUFFIX)]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     # ---- locking ------------------------------------------------------------------------------
     @contextmanager
@@ -173,6 +206,8 @@ class BlobStore:
         finally:
             with self._active_lock:
                 self._active.remove(held)
+            # the staging folder goes before the lease: a folder without a live lease is a dead one's
+            shutil.rmtree(self._tmp / held.path.name[: -len(LEASE_SUFFIX)], ignore_errors=True)
             held.release()
 
     def claim(self, *sha256s: str) -> None:
@@ -199,7 +234,7 @@ class BlobStore:
         self.ensure()
         try:
             size = os.stat(src).st_size
-            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="ingest-")
+            fd, tmp_name = tempfile.mkstemp(dir=self._staging_dir(), prefix="ingest-")
         except OSError as exc:
             raise _storage_error(exc, f"creating a temp file for {src}") from exc
         tmp = Path(tmp_name)
@@ -229,7 +264,7 @@ class BlobStore:
         the caller checks the digests, then commits or discards. ``what`` names the source in errors."""
         self.ensure()
         try:
-            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="import-")
+            fd, tmp_name = tempfile.mkstemp(dir=self._staging_dir(), prefix="import-")
         except OSError as exc:
             raise _storage_error(exc, f"creating a temp file for {what}") from exc
         tmp = Path(tmp_name)
@@ -344,7 +379,7 @@ class BlobWriter:
                 self.path = store.partial_path(self.expected_sha256)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             else:
-                self.path = store._tmp / f"stream-{uuid.uuid4().hex}"
+                self.path = store._staging_dir() / f"stream-{uuid.uuid4().hex}"
             # a published git oid is checked whatever the size (a mirror may keep large files out of LFS)
             self._hasher = MultiHasher(expected_size, git=True if expected_git_sha1 else None)
             if resume and self.expected_sha256 and self.path.exists():

@@ -110,6 +110,15 @@ def read_leases(folder: Path) -> list[LeaseInfo]:
     return out
 
 
+def lease_is_live(path: Path) -> bool:
+    """Whether the lease file exists and its owner still holds its lock."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _held(f.fileno())
+    except FileNotFoundError:
+        return False
+
+
 def _held(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
