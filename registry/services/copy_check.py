@@ -27,7 +27,8 @@ from pathlib import Path
 from registry.hashing import blake3_file
 from registry.paths import safe_join
 from registry.services.audit_signature import SIGNATURE_FILES
-from registry.services.deploy import TEMP_RE, cache_folder_name, cache_leftovers, deployed_stat_cache, dir_leftovers
+from registry.services.deploy import TEMP_RE, cache_folder_name, cache_leftovers, deployed_stat_cache, dir_leftovers, \
+    tree_entries
 from registry.services.fleet import Drift
 from registry.store.statcache import StatCache, StatKey
 
@@ -100,23 +101,6 @@ class _Checker:
         return CopyCheck(state, drift, self.checked, self.hashed, self.bytes, tuple(self.ours))
 
 
-def _entries(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` (not following links): rel path -> file | link | other."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        rel_dir = here.relative_to(root).as_posix()
-        for name in list(dirnames):
-            if (here / name).is_symlink():
-                out[name if rel_dir == "." else f"{rel_dir}/{name}"] = "link"
-                dirnames.remove(name)
-        for name in filenames:
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            mode = os.lstat(here / name).st_mode
-            out[rel] = "file" if stat.S_ISREG(mode) else "link" if stat.S_ISLNK(mode) else "other"
-    return out
-
-
 def _not_a_folder(path: Path) -> str | None:
     """Why ``path`` is not the real folder deploy made there, or None."""
     if path.is_symlink():
@@ -140,7 +124,7 @@ def check_dir_copy(root: Path, files: Sequence[ExpectedFile], cache: StatCache, 
     ck.leftovers.extend(str(p) for p in dir_leftovers(root))
     if not root.exists():
         return ck.result(f"{root} is gone", gone=True)
-    present = _entries(root)
+    present = tree_entries(root)
     _split_temps(present, root, ck)
     own = {f.path: f for f in files if f.own}
     for rel, f in sorted(own.items()):
@@ -207,7 +191,7 @@ def check_cache_copy(snapshot: Path, files: Sequence[ExpectedFile], cache: StatC
                 return ck.result(f"{snap} is gone", gone=True)
             ck.missing.extend(f"{prefix}{f.path}" for f in wanted)
             continue
-        present = _entries(snap)
+        present = tree_entries(snap)
         _split_temps(present, snap, ck)
         _check_refs(folder, commit, (refs or {}).get((repo, commit), ()), (moved or {}).get(repo, frozenset()),
                     prefix, ck)

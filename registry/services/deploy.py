@@ -394,8 +394,9 @@ def _real_parents(root: Path, rel: str, repaired: list[str], recorded: bool = Tr
     return dest
 
 
-def _entries(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` (not following links): rel path -> file | link | other | dir (empty folders)."""
+def tree_entries(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (not following links): rel path -> file | link | other (deploy's repairs and
+    audit's copy check both read a target through this)."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
@@ -413,7 +414,7 @@ def _entries(root: Path) -> dict[str, str]:
 
 def _remove_extras(root: Path, wanted: set[str], repaired: list[str]) -> None:
     """In a copy the registry recorded: remove every entry that is not the model's (never following a link)."""
-    for rel, _kind in sorted(_entries(root).items()):
+    for rel, _kind in sorted(tree_entries(root).items()):
         if rel in wanted or TEMP_RE.match(Path(rel).name):
             continue
         (root / rel).unlink()
@@ -518,7 +519,7 @@ def _deploy_cache_repo(root: Path, repo: PlannedRepo, mat: _Materializer, *, rec
 def _not_our_copy(target: Path, repo: PlannedRepo, mat: _Materializer) -> str | None:
     """Why the non-empty ``target`` is not exactly this model's complete copy (every file, its size and digest,
     nothing else but the model's own model.sig), or None when it is."""
-    present = _entries(target)
+    present = tree_entries(target)
     for f in repo.files:
         kind = present.pop(f.path, None)
         if kind is None:
