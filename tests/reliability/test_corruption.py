@@ -8,6 +8,7 @@ the hardest case for a stat cache (only ctime moves). docs/reliability.md, "Depl
 from __future__ import annotations
 
 import os
+import time
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,11 @@ def _model(folder: Path) -> Path:
     make_bert_like(folder, shards=2)
     assert (folder / SHARD1).stat().st_size == (folder / SHARD2).stat().st_size  # the same-size swap needs it
     return folder
+
+
+def _age(path: Path) -> None:
+    old = time.time() - 7200
+    os.utime(path, (old, old))
 
 
 def _in_place(path: Path, change: Callable[[bytearray], None]) -> None:
@@ -84,10 +90,12 @@ def test_store_corruption_is_caught_and_repaired(trials, reg, cli, tmp_path):
     def add_file() -> None:
         stray.parent.mkdir(parents=True, exist_ok=True)
         stray.write_bytes(b"bytes nobody recorded")
+        _age(stray)  # past gc's grace: a young unreferenced blob is only a note (a pull may be writing it)
 
     def rename() -> None:
         moved.parent.mkdir(parents=True, exist_ok=True)
         os.rename(one, moved)
+        _age(moved)
 
     cases: dict[str, tuple[Callable[[], None], set[tuple[str, str]]]] = {
         "flip a byte": (lambda: _in_place(one, _flip), {(SHARD1, "changed")}),
