@@ -11,16 +11,10 @@ from registry.errors import SignatureError
 from registry.services.oci_pull import pull_oci
 from registry.services.oci_push import push_model
 from registry.services.signing import sign_model
-from tests.oci_helpers import distribution
 from tests.pull_helpers import catalog_counts
 from tests.sign_helpers import make_keys, write_trust
+from tests.test_oci import oci  # noqa: F401  (fixture)
 from tests.test_trust import _with_trust
-
-
-@pytest.fixture
-def oci(tmp_path):
-    with distribution(tmp_path / "distribution") as server:
-        yield server
 
 
 @pytest.fixture
